@@ -34,17 +34,23 @@ class FrameKVCache:
             raise KeyError(f"frame {err.args[0]} has no slot in this KV cache (cached frames: {self.frames})") from None
 
     def write(self, layer: int, frames: Sequence[int], k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store the K/V of `frames` (k, v: [B, len(frames) * tokens_per_frame, H, D], frame-major)."""
-        slots = self._slots(frames)
-        k = k.unflatten(1, (len(frames), -1))
-        v = v.unflatten(1, (len(frames), -1))
+        """Store the K/V of `frames` (k, v: [B, len(frames) * tokens_per_frame, H, D], frame-major).
+
+        Frames without a slot are skipped: nothing attends to them (reading them later raises).
+        """
+        keep = [i for i, f in enumerate(frames) if f in self.slot_of]
+        k = k.unflatten(1, (len(frames), -1))[:, keep]
+        v = v.unflatten(1, (len(frames), -1))[:, keep]
+        frames = [frames[i] for i in keep]
+        if not frames:
+            return
         if self.keys[layer] is None:
             shape = (k.shape[0], len(self.slot_of), *k.shape[2:])
             self.keys[layer] = k.new_zeros(shape)
             self.values[layer] = v.new_zeros(shape)
         elif self.keys[layer].shape[0] != k.shape[0] or self.keys[layer].shape[2:] != k.shape[2:]:
             raise ValueError(f"KV cache holds {tuple(self.keys[layer].shape)}, cannot store frames of {tuple(k.shape)}")
-        index = torch.as_tensor(slots, device=k.device)
+        index = torch.as_tensor(self._slots(frames), device=k.device)
         self.keys[layer].index_copy_(1, index, k.to(self.keys[layer].dtype))
         self.values[layer].index_copy_(1, index, v.to(self.values[layer].dtype))
         if layer == self.num_layers - 1:

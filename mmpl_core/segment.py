@@ -1,0 +1,231 @@
+"""Run a layout's groups for one segment: micro planning and content populating with a frame-indexed KV cache.
+
+A segment's state is its latents and the set of frames that are final (`SegmentLatents`). The KV cache is derived
+state: every run rebuilds the K/V of the known frames it needs with one t=0 pass per group (the official "cache
+refresh"), so a planned segment can be populated later, on another device or in another process, with results that
+do not depend on where or when it runs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .layout import SegmentLayout
+from .model import FrameKVCache, TextContext, encode_text, model_geometry, wan_forward
+from .sampling import SamplerConfig, chunk_noise, sample_chunk
+
+StepCallback = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class SegmentLatents:
+    """Latents of one segment, [C, N, H, W] float32 on CPU; only frames in `known` are meaningful (others NaN)."""
+
+    latents: torch.Tensor
+    known: frozenset[int]
+
+    @classmethod
+    def empty(cls, channels: int, num_frames: int, height: int, width: int) -> "SegmentLatents":
+        return cls(torch.full((channels, num_frames, height, width), float("nan")), frozenset())
+
+    def with_frames(self, frames: Sequence[int], values: torch.Tensor) -> "SegmentLatents":
+        """A copy with `frames` set to `values` [C, len(frames), H, W]."""
+        latents = self.latents.clone()
+        latents[:, list(frames)] = values.to(latents)
+        return SegmentLatents(latents, self.known | frozenset(frames))
+
+
+@dataclass
+class GroupTiming:
+    name: str
+    frames: tuple[int, ...]
+    seconds: float
+    forwards: int
+    denoised: bool
+
+
+@dataclass
+class SegmentRun:
+    result: SegmentLatents
+    timings: list[GroupTiming] = field(default_factory=list)
+
+
+@dataclass
+class Prompt:
+    """Text embeddings of one prompt and its negative prompt: [1, L, text_dim] each (negative unused at CFG 1)."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor | None = None
+
+
+class SegmentSampler:
+    """Denoises the groups of a segment with one Wan2.1 module tree.
+
+    Classifier-free guidance runs as one batch-2 forward (conditional, unconditional) over a shared KV cache.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sampler: SamplerConfig,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        attention_backend: str = "auto",
+    ):
+        self.model = model
+        self.geometry = model_geometry(model)
+        self.sampler = sampler
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.attention_backend = attention_backend
+        self._text_cache: dict[int, tuple[Prompt, TextContext]] = {}
+
+    @property
+    def guided(self) -> bool:
+        return self.sampler.guidance != 1.0
+
+    def text_context(self, prompt: Prompt) -> TextContext:
+        """Cross-attention K/V for a prompt, computed once and reused by every chunk that uses the same prompt."""
+        cached = self._text_cache.get(id(prompt))
+        if cached is not None and cached[0] is prompt:
+            return cached[1]
+        embeds = [prompt.positive]
+        if self.guided:
+            if prompt.negative is None:
+                raise ValueError(f"guidance {self.sampler.guidance} needs a negative prompt embedding")
+            embeds.append(prompt.negative)
+        context = torch.cat([e.to(self.device, self.dtype) for e in embeds])
+        with torch.no_grad():
+            text = encode_text(self.model, context, self.geometry)
+        self._text_cache[id(prompt)] = (prompt, text)
+        return text
+
+    def _forward(self, x, frames, t, text, cache, sees, write=False, output=True):
+        batch = text.batch
+        x = x.to(self.device, self.dtype).expand(batch, *x.shape[1:])
+        t = t.to(self.device, torch.float32).reshape(1).expand(batch)
+        return wan_forward(
+            self.model, x, frames, t, text, cache=cache, visible=sees, write_cache=write,
+            geometry=self.geometry, attention_backend=self.attention_backend, return_output=output,
+        )
+
+    def _velocity_fn(self, frames, text, cache, sees):
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v = self._forward(x, frames, t, text, cache, sees).float()
+            if self.guided:
+                cond, uncond = v.chunk(2)
+                v = uncond + self.sampler.guidance * (cond - uncond)
+            return v.to(x.dtype)
+
+        return velocity
+
+    @torch.no_grad()
+    def run(
+        self,
+        layout: SegmentLayout,
+        state: SegmentLatents,
+        groups: Sequence[int],
+        prompt: Prompt,
+        *,
+        seed: int,
+        segment: int,
+        on_step: StepCallback | None = None,
+    ) -> SegmentRun:
+        """Denoise `groups` (indices into `layout.groups`) of a segment whose `state.known` frames are final.
+
+        Every group to denoise must see only frames that are known or produced earlier in this run. Noise of group g
+        comes from `chunk_noise(seed, segment, g)`, so the result is independent of scheduling.
+        """
+        todo = sorted(set(groups))
+        for g in todo:
+            overlap = set(layout.groups[g].frames) & state.known
+            if overlap:
+                raise ValueError(f"group {layout.groups[g].name} of segment {segment} is already known: {sorted(overlap)}")
+        cache_frames = self._frames_to_cache(layout, todo, state.known)
+        available = state.known | frozenset(layout.frames_of(todo))
+        missing = sorted(cache_frames - available)
+        if missing:
+            raise ValueError(f"segment {segment}: frames {missing} are needed as context but are neither known nor produced")
+        order = [f for grp in layout.groups for f in grp.frames if f in cache_frames]
+        cache = FrameKVCache(order, self.geometry.num_layers)
+        text = self.text_context(prompt)
+        channels, _, height, width = state.latents.shape
+        run = SegmentRun(state)
+        for g, group in enumerate(layout.groups):
+            denoise = g in todo
+            cached = bool(cache_frames & set(group.frames))
+            if not (denoise or cached):
+                continue
+            start, forwards = time.perf_counter(), 0
+            if denoise:
+                noise = chunk_noise(seed, segment, g, (1, channels, len(group.frames), height, width))
+                velocity = self._velocity_fn(group.frames, text, cache, group.sees)
+                step_done = (lambda i, n: on_step()) if on_step is not None else None
+                clean = sample_chunk(velocity, noise, self.sampler, callback=step_done)
+                run.result = run.result.with_frames(group.frames, clean[0].cpu())
+                forwards += self.sampler.steps
+            if cached:
+                x = run.result.latents[:, list(group.frames)][None]
+                self._forward(x, group.frames, torch.zeros(1), text, cache, group.sees, write=True, output=False)
+                forwards += 1
+            run.timings.append(GroupTiming(group.name, group.frames, time.perf_counter() - start, forwards, denoise))
+        return run
+
+    @staticmethod
+    def _frames_to_cache(layout: SegmentLayout, todo: Sequence[int], known: frozenset[int]) -> frozenset[int]:
+        """Frames whose K/V this run needs: what the groups to denoise see, closed over the known groups' own views."""
+        needed = {f for g in todo for f in layout.groups[g].sees}
+        for g in reversed(range(len(layout.groups))):
+            group = layout.groups[g]
+            if g not in todo and needed & set(group.frames):
+                needed |= set(group.sees)
+        return frozenset(needed)
+
+
+def plan_segment(
+    sampler: SegmentSampler,
+    layout: SegmentLayout,
+    prompt: Prompt,
+    latent_shape: tuple[int, int, int],
+    *,
+    seed: int,
+    segment: int,
+    context: torch.Tensor | None = None,
+    on_step: StepCallback | None = None,
+) -> SegmentRun:
+    """Micro planning: the layout's plan-phase frames of one segment.
+
+    latent_shape: (C, H, W) of a latent frame. context: optional clean latents [C, k, H, W] for the first k frames
+    (k = layout.context_frames from a bridge, or layout.image_frames from an input image).
+    """
+    state = SegmentLatents.empty(latent_shape[0], layout.num_frames, latent_shape[1], latent_shape[2])
+    if context is not None:
+        k = context.shape[1]
+        if k not in (layout.context_frames, layout.image_frames) or k == 0:
+            raise ValueError(
+                f"context has {k} latent frames; layout {layout.name} takes {layout.context_frames} (bridge) "
+                f"or {layout.image_frames} (image)"
+            )
+        state = state.with_frames(range(k), context)
+    todo = [g for g in layout.plan_groups if not set(layout.groups[g].frames) <= state.known]
+    return sampler.run(layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step)
+
+
+def populate_segment(
+    sampler: SegmentSampler,
+    layout: SegmentLayout,
+    prompt: Prompt,
+    planned: SegmentLatents,
+    *,
+    seed: int,
+    segment: int,
+    on_step: StepCallback | None = None,
+) -> SegmentRun:
+    """Content populating: every group not yet known, given a planned segment (resumable: known groups are kept)."""
+    todo = [g for g in range(len(layout.groups)) if not set(layout.groups[g].frames) <= planned.known]
+    return sampler.run(layout, planned, todo, prompt, seed=seed, segment=segment, on_step=on_step)

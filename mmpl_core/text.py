@@ -1,0 +1,43 @@
+"""A weight-free, deterministic text encoder: each word maps to a fixed pseudo-random embedding.
+
+It lets tiny and demo models be conditioned on prompts without any hub model. Embeddings have Wan's shape
+[1, text_len, text_dim] with zero padding after the last token, like umT5 outputs in Wan2.1.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import torch
+
+# Wan2.1's default negative prompt (the official MMPL settings use it unchanged).
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
+    "残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，"
+    "三条腿，背景人很多，倒着走"
+)
+
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+class HashedTextEncoder:
+    """Prompt → [1, text_len, dim]: token i is a unit-variance Gaussian vector seeded by the token's text."""
+
+    def __init__(self, dim: int = 4096, text_len: int = 512):
+        self.dim = dim
+        self.text_len = text_len
+
+    def tokens(self, prompt: str) -> list[str]:
+        return _TOKEN.findall(prompt.lower())[: self.text_len]
+
+    def _token_vector(self, token: str) -> torch.Tensor:
+        seed = int.from_bytes(hashlib.sha256(token.encode("utf-8")).digest()[:8], "little") >> 1
+        return torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        out = torch.zeros(1, self.text_len, self.dim)
+        for i, token in enumerate(self.tokens(prompt)):
+            out[0, i] = self._token_vector(token)
+        return out
