@@ -1,0 +1,186 @@
+"""The Plan: a long video's micro plans, segment by segment, as an immutable value.
+
+A plan holds, for each segment, its prompt, seed and latents (keyframes once planned, every frame once populated),
+plus the settings that produced it. Operations return new plans (ComfyUI caches node outputs by their inputs, so
+nothing is ever mutated in place). Saving and loading live in `plan_store`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .layout import SegmentLayout
+from .sampling import SamplerConfig
+from .segment import SegmentLatents
+
+BRIDGES = ("vae", "naive")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything besides prompts that decides a long video's latents.
+
+    bridge: "vae" (decode the terminal keyframes and re-encode the last 5 pixel frames, the MMPL bridge) or "naive"
+        (reuse the terminal latents directly: the paper's Appendix E baseline).
+    color_anchor: 0 = off; 1 = match each bridged context's per-channel latent mean/std to segment 1's.
+    boundary_weight: weight of the neighbouring anchor in the initial noise of a populate group's boundary frames
+        (paper Appendix F); 0 = plain noise, which is what the official code effectively does.
+    """
+
+    seed: int = 0
+    height: int = 64
+    width: int = 64
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    bridge: str = "vae"
+    color_anchor: float = 0.0
+    boundary_weight: float = 0.0
+    fps: int = 16
+
+    def __post_init__(self):
+        if self.bridge not in BRIDGES:
+            raise ValueError(f"bridge must be one of {BRIDGES}, got {self.bridge!r}")
+        if not 0.0 <= self.color_anchor <= 1.0:
+            raise ValueError(f"color_anchor must lie in [0, 1], got {self.color_anchor}")
+        if not 0.0 <= self.boundary_weight < 1.0:
+            raise ValueError(f"boundary_weight must lie in [0, 1), got {self.boundary_weight}")
+        if self.height <= 0 or self.width <= 0 or self.height % 16 or self.width % 16:
+            raise ValueError(f"height and width must be positive multiples of 16, got {self.height}x{self.width}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of one latent frame (Wan VAE: 16 channels, 8× spatial)."""
+        return (16, self.height // 8, self.width // 8)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """One segment of a plan. `latents` is None until the segment is planned.
+
+    locked: re-planning keeps this segment's micro plan (its context frames still follow the chain).
+    """
+
+    prompt: str
+    seed: int
+    latents: SegmentLatents | None = None
+    locked: bool = False
+
+    def status(self, layout: SegmentLayout) -> str:
+        if self.latents is None:
+            return "empty"
+        if self.latents.known >= frozenset(range(layout.num_frames)):
+            return "populated"
+        return "planned" if self.latents.known >= frozenset(layout.keyframes) else "partial"
+
+
+@dataclass(frozen=True)
+class Plan:
+    layout: SegmentLayout
+    settings: GenerationSettings
+    segments: tuple[SegmentPlan, ...]
+    model_fingerprint: str
+    negative_prompt: str = ""
+    image_latent: torch.Tensor | None = None  # I2V: [C, image_frames, h, w], the first segment's clean context
+
+    @classmethod
+    def new(
+        cls,
+        layout: SegmentLayout,
+        settings: GenerationSettings,
+        prompts: Sequence[str],
+        num_segments: int,
+        model_fingerprint: str,
+        negative_prompt: str = "",
+        image_latent: torch.Tensor | None = None,
+    ) -> "Plan":
+        """An unplanned plan: one prompt for every segment, or one prompt per segment."""
+        if num_segments < 1:
+            raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+        prompts = list(prompts)
+        if len(prompts) == 1:
+            prompts = prompts * num_segments
+        if len(prompts) != num_segments:
+            raise ValueError(f"got {len(prompts)} prompts for {num_segments} segments; give one, or one per segment")
+        if image_latent is not None and not layout.image_frames:
+            raise ValueError(f"layout {layout.name} is text-to-video; an input image needs an image-to-video layout")
+        if image_latent is None and layout.image_frames:
+            raise ValueError(f"layout {layout.name} is image-to-video and needs an input image")
+        segments = tuple(SegmentPlan(p, settings.seed) for p in prompts)
+        return cls(layout, settings, segments, model_fingerprint, negative_prompt, image_latent)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def statuses(self) -> list[str]:
+        return [s.status(self.layout) for s in self.segments]
+
+    # --- operations (each returns a new plan) --------------------------------------------------------------------
+    def _check(self, k: int) -> None:
+        if not 0 <= k < len(self.segments):
+            raise IndexError(f"segment {k} does not exist (plan has {len(self.segments)} segments)")
+
+    def with_segment(self, k: int, segment: SegmentPlan) -> "Plan":
+        self._check(k)
+        return replace(self, segments=self.segments[:k] + (segment,) + self.segments[k + 1 :])
+
+    def lock(self, k: int, locked: bool = True) -> "Plan":
+        self._check(k)
+        return self.with_segment(k, replace(self.segments[k], locked=locked))
+
+    def reroll(self, k: int, seed: int) -> "Plan":
+        """Segment k gets a new seed; its latents are dropped (re-plan from k to regenerate)."""
+        self._check(k)
+        return self.with_segment(k, replace(self.segments[k], seed=seed, latents=None, locked=False))
+
+    def with_prompt(self, k: int, prompt: str) -> "Plan":
+        self._check(k)
+        return self.with_segment(k, replace(self.segments[k], prompt=prompt, latents=None, locked=False))
+
+    def with_keyframe(self, k: int, frame: int, latent: torch.Tensor) -> "Plan":
+        """Replace keyframe `frame` of segment k by a latent [C, h, w]. The segment keeps its other keyframes, is
+        locked (its plan is now the user's) and loses its populated frames; later segments must be re-planned."""
+        self._check(k)
+        seg = self.segments[k]
+        if seg.latents is None:
+            raise ValueError(f"segment {k} is not planned yet; plan it before replacing keyframes")
+        if frame not in self.layout.keyframes:
+            raise ValueError(f"frame {frame} is not a keyframe of layout {self.layout.name}: {self.layout.keyframes}")
+        expected = self.settings.latent_shape
+        if tuple(latent.shape) != expected:
+            raise ValueError(f"keyframe latent must have shape {expected}, got {tuple(latent.shape)}")
+        keyframes = list(self.layout.keyframes)
+        base = SegmentLatents(seg.latents.latents.clone(), frozenset(keyframes))
+        base.latents[:, [f for f in range(self.layout.num_frames) if f not in keyframes]] = float("nan")
+        return self.with_segment(k, replace(seg, latents=base.with_frames([frame], latent[:, None]), locked=True))
+
+    def first_difference(self, other: "Plan") -> int | None:
+        """Index of the first segment whose prompt, seed or latents differ from `other` (None if none do)."""
+        for k, (a, b) in enumerate(zip(self.segments, other.segments)):
+            if (a.prompt, a.seed) != (b.prompt, b.seed) or not _same_latents(a.latents, b.latents):
+                return k
+        return None if len(self.segments) == len(other.segments) else min(len(self.segments), len(other.segments))
+
+
+def _same_latents(a: SegmentLatents | None, b: SegmentLatents | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    frames = sorted(a.known)
+    return a.known == b.known and torch.equal(a.latents[:, frames], b.latents[:, frames])
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short, stable id of a DiT's weights: shapes of all parameters plus the bytes of a few of them."""
+    digest = hashlib.sha256()
+    params = dict(model.named_parameters())
+    for name in sorted(params):
+        digest.update(f"{name}:{tuple(params[name].shape)};".encode())
+    for name in ("patch_embedding.weight", "head.head.weight", "blocks.0.self_attn.q.weight"):
+        if name in params:
+            sample = params[name].detach().flatten()[::97]  # a strided sample keeps 14B models cheap to fingerprint
+            digest.update(sample.float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
