@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .layout import SegmentLayout
+from .layout import POPULATE, FrameGroup, SegmentLayout
 from .model import FrameKVCache, TextContext, encode_text, model_geometry, wan_forward
 from .sampling import SamplerConfig, chunk_noise, sample_chunk
 
@@ -134,12 +134,14 @@ class SegmentSampler:
         *,
         seed: int,
         segment: int,
+        boundary_weight: float = 0.0,
         on_step: StepCallback | None = None,
     ) -> SegmentRun:
         """Denoise `groups` (indices into `layout.groups`) of a segment whose `state.known` frames are final.
 
         Every group to denoise must see only frames that are known or produced earlier in this run. Noise of group g
-        comes from `chunk_noise(seed, segment, g)`, so the result is independent of scheduling.
+        comes from `chunk_noise(seed, segment, g)`, so the result is independent of scheduling. `boundary_weight`
+        mixes a populate group's edge frames' noise with their visible temporal neighbour (paper Appendix F).
         """
         todo = sorted(set(groups))
         for g in todo:
@@ -164,6 +166,8 @@ class SegmentSampler:
             start, forwards = time.perf_counter(), 0
             if denoise:
                 noise = chunk_noise(seed, segment, g, (1, channels, len(group.frames), height, width))
+                if boundary_weight and group.phase == POPULATE:
+                    noise = _boundary_noise(noise, group, run.result.latents, boundary_weight)
                 velocity = self._velocity_fn(group.frames, text, cache, group.sees)
                 step_done = (lambda i, n: on_step()) if on_step is not None else None
                 clean = sample_chunk(velocity, noise, self.sampler, callback=step_done)
@@ -185,6 +189,26 @@ class SegmentSampler:
             if g not in todo and needed & set(group.frames):
                 needed |= set(group.sees)
         return frozenset(needed)
+
+
+def boundary_neighbours(group: FrameGroup) -> dict[int, int]:
+    """Edge frames of a group → the visible anchor next to them in time (official: 4←3, 9←10, 13←12, 18←19)."""
+    pairs = {}
+    for f in group.frames:
+        for neighbour in (f - 1, f + 1):
+            if neighbour not in group.frames and neighbour in group.sees:
+                pairs[f] = neighbour
+                break
+    return pairs
+
+
+def _boundary_noise(noise: torch.Tensor, group: FrameGroup, latents: torch.Tensor, weight: float) -> torch.Tensor:
+    """x_init = weight · anchor + (1 − weight) · ε for the group's edge frames (flow matching at σ = 1 − weight)."""
+    noise = noise.clone()
+    for f, anchor in boundary_neighbours(group).items():
+        i = group.frames.index(f)
+        noise[0, :, i] = weight * latents[:, anchor] + (1 - weight) * noise[0, :, i]
+    return noise
 
 
 def plan_segment(
@@ -224,8 +248,11 @@ def populate_segment(
     *,
     seed: int,
     segment: int,
+    boundary_weight: float = 0.0,
     on_step: StepCallback | None = None,
 ) -> SegmentRun:
     """Content populating: every group not yet known, given a planned segment (resumable: known groups are kept)."""
     todo = [g for g in range(len(layout.groups)) if not set(layout.groups[g].frames) <= planned.known]
-    return sampler.run(layout, planned, todo, prompt, seed=seed, segment=segment, on_step=on_step)
+    return sampler.run(
+        layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step
+    )

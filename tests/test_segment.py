@@ -5,6 +5,7 @@ import torch
 from mmpl_core.layout import WAN_I2V, WAN_T2V, mmpl_layout
 from mmpl_core.model import FrameKVCache, build_random_model, encode_text, get_config, wan_forward
 from mmpl_core.pipeline import MMPLPipeline
+from mmpl_core.plan import GenerationSettings
 from mmpl_core.sampling import SamplerConfig
 from mmpl_core.segment import Prompt, SegmentSampler, plan_segment, populate_segment
 from mmpl_core.text import HashedTextEncoder
@@ -117,17 +118,13 @@ def test_segment_without_guidance_uses_one_branch(micro, prompt):
 
 def test_segment_end_to_end_decodes_video():
     model = build_random_model(get_config("tiny"), seed=0)
-    pipe = MMPLPipeline(
-        sampler=SegmentSampler(model, SamplerConfig(steps=2, guidance=3.0)),
-        vae=build_tiny_vae(8, seed=0),
-        layout=mmpl_layout(9),
-        text_encoder=HashedTextEncoder(),
-    )
-    out = pipe.generate_segment("a yellow square", seed=0, height=32, width=32)
+    pipe = MMPLPipeline(model, build_tiny_vae(8, seed=0), mmpl_layout(9), HashedTextEncoder())
+    settings = GenerationSettings(seed=0, height=32, width=32, sampler=SamplerConfig(steps=2, guidance=3.0))
+    out = pipe.generate_segment("a yellow square", settings)
     assert out.video.shape == (3, 33, 32, 32)
     assert out.video.abs().max() <= 1.0 and torch.isfinite(out.video).all()
     assert out.latents.latents.shape == (16, 9, 4, 4)
-    again = pipe.generate_segment("a yellow square", seed=0, height=32, width=32)
+    again = pipe.generate_segment("a yellow square", settings)
     assert torch.equal(out.video, again.video)
     with pytest.raises(ValueError, match="multiples of 16"):
-        pipe.generate_segment("x", seed=0, height=30, width=32)
+        GenerationSettings(height=30, width=32)

@@ -1,0 +1,101 @@
+"""Macro planning: chain the micro plans of consecutive segments through the bridge.
+
+Segment 1 is planned from noise (T2V) or from the input image's latent (I2V); segment k+1 from segment k's bridged
+terminal keyframes. Planning a chain populates nothing; it only fills each segment's keyframes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from .bridge import anchor_colour, naive_bridge, vae_bridge
+from .plan import Plan
+from .segment import Prompt, SegmentLatents, SegmentSampler, StepCallback, plan_segment
+from .vae import WanVAE
+
+PromptFn = Callable[[str], Prompt]
+SegmentCallback = Callable[[int, Plan], None]
+
+
+def segment_context(plan: Plan, k: int, vae: WanVAE | None) -> torch.Tensor | None:
+    """The clean first latents [C, k, h, w] of segment k: the input image's latent (first segment, I2V), nothing
+    (first segment, T2V), or the bridge of segment k−1's terminal keyframes."""
+    if k == 0:
+        return plan.image_latent
+    previous = plan.segments[k - 1].latents
+    if previous is None or not set(plan.layout.terminal) | {0} <= previous.known:
+        raise ValueError(f"segment {k} needs segment {k - 1} to be planned first")
+    terminal = previous.latents[:, list(plan.layout.terminal)]
+    if plan.settings.bridge == "vae":
+        if vae is None:
+            raise ValueError("the VAE bridge needs a VAE")
+        context = vae_bridge(vae, previous.latents[:, 0], terminal)
+    else:
+        context = naive_bridge(terminal)
+    if plan.settings.color_anchor:
+        first = plan.segments[0].latents
+        reference = first.latents[:, list(plan.layout.keyframes)]
+        context = anchor_colour(context, reference, plan.settings.color_anchor)
+    return context
+
+
+def _with_context(latents: SegmentLatents, context: torch.Tensor, keyframes) -> SegmentLatents:
+    """A locked segment under a new context: its micro plan is kept, its populated frames are not."""
+    if torch.equal(latents.latents[:, : context.shape[1]], context):
+        return latents
+    kept = SegmentLatents(latents.latents.clone(), frozenset(keyframes))
+    kept.latents[:, [f for f in range(latents.latents.shape[1]) if f not in keyframes]] = float("nan")
+    return kept.with_frames(range(context.shape[1]), context)
+
+
+def plan_chain(
+    plan: Plan,
+    sampler: SegmentSampler,
+    vae: WanVAE | None,
+    prompt_of: PromptFn,
+    *,
+    start: int = 0,
+    on_step: StepCallback | None = None,
+    on_segment: SegmentCallback | None = None,
+    seconds: dict[str, float] | None = None,
+) -> Plan:
+    """(Re-)plan segments start … S−1 in order; segments before `start` stay bit-identical.
+
+    Locked segments keep their micro plan (their first latents still follow the chain). A re-planned segment whose
+    keyframes come out unchanged keeps its populated frames. `on_segment(k, plan)` runs after each segment
+    (e.g. to save the plan), so an interrupted chain loses at most the segment in progress. `seconds`, if given,
+    accumulates the time spent in "bridge" and "plan".
+    """
+    seconds = {} if seconds is None else seconds
+    if not 0 <= start <= len(plan):
+        raise IndexError(f"start segment {start} is outside 0..{len(plan)}")
+    layout = plan.layout
+    for k in range(start, len(plan)):
+        seg = plan.segments[k]
+        tick = time.perf_counter()
+        context = segment_context(plan, k, vae)
+        tock = time.perf_counter()
+        seconds["bridge"] = seconds.get("bridge", 0.0) + tock - tick
+        if seg.locked and seg.latents is not None:
+            latents = seg.latents if context is None else _with_context(seg.latents, context, layout.keyframes)
+        else:
+            run = plan_segment(
+                sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
+                seed=seg.seed, segment=k, context=context, on_step=on_step,
+            )
+            latents = run.result
+            if seg.latents is not None and _same_keyframes(seg.latents, latents, layout.keyframes):
+                latents = seg.latents
+        seconds["plan"] = seconds.get("plan", 0.0) + time.perf_counter() - tock
+        plan = plan.with_segment(k, replace(seg, latents=latents))
+        if on_segment is not None:
+            on_segment(k, plan)
+    return plan
+
+
+def _same_keyframes(old: SegmentLatents, new: SegmentLatents, keyframes) -> bool:
+    frames = list(keyframes)
+    return set(frames) <= old.known and torch.equal(old.latents[:, frames], new.latents[:, frames])
