@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .attention import attention
@@ -203,5 +204,6 @@ def wan_forward(
     e_frames = e.float().unflatten(0, (batch, grid_t))[:, :, None]  # [B, F, 1, C]
     shift, scale = (head.modulation.to(device=device, dtype=torch.float32)[:, None] + e_frames).unbind(2)
     out = head.head(_modulated(head.norm(h), shift[:, :, None], scale[:, :, None], grid_t))
-    out = out.view(batch, grid_t, grid_h, grid_w, pt, ph, pw, geo.out_dim)
-    return out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(batch, geo.out_dim, frames, height, width)
+    return rearrange(
+        out, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=grid_t, h=grid_h, w=grid_w, pt=pt, ph=ph, pw=pw
+    )
