@@ -19,7 +19,13 @@ def bridge_pixel_frames(context_frames: int = 2) -> int:
 
 
 def _check_inputs(first: torch.Tensor, terminal: torch.Tensor) -> None:
-    if first.ndim != 3 or terminal.ndim != 4 or terminal.shape[1] != 2 or terminal.shape[0] != first.shape[0]:
+    if (
+        first.ndim != 3
+        or terminal.ndim != 4
+        or terminal.shape[1] != 2
+        or terminal.shape[0] != first.shape[0]
+        or terminal.shape[2:] != first.shape[1:]
+    ):
         raise ValueError(
             f"bridge needs the first latent [C, h, w] and 2 terminal latents [C, 2, h, w], "
             f"got {tuple(first.shape)} and {tuple(terminal.shape)}"
@@ -48,6 +54,8 @@ def full_length_bridge(vae: WanVAE, first: torch.Tensor, terminal: torch.Tensor,
     """The official code's bridge, kept as the reference for `vae_bridge`: decode a full zero-padded segment of
     `num_frames` latents, put the 5 wanted pixel frames at the start of a black full-length video, encode it all."""
     _check_inputs(first, terminal)
+    if num_frames < 4:
+        raise ValueError(f"the full-length bridge decodes at least 4 latents, got num_frames={num_frames}")
     c, h, w = first.shape
     z = torch.zeros(1, c, num_frames, h, w)
     z[0, :, 0], z[0, :, 1], z[0, :, 2], z[0, :, 3] = first, terminal[:, 0], terminal[:, 0], terminal[:, 1]
