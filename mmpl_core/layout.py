@@ -197,6 +197,23 @@ def mmpl_layout(
     )
 
 
+def ar_layout(num_frames: int = 13, *, chunk: int = 3, name: str | None = None) -> SegmentLayout:
+    """Chunk-wise autoregressive baseline: [0,1], then chunks of `chunk` frames, each seeing every earlier frame
+    (the CausVid / Self-Forcing teacher-forcing setup). All groups run in the plan phase: an AR segment is generated
+    front to back, and the next segment starts from its last two frames like an MMPL chain."""
+    if num_frames < 4 or chunk < 1:
+        raise LayoutError(f"ar_layout needs num_frames >= 4 and chunk >= 1, got {num_frames}, {chunk}")
+    groups, produced = [FrameGroup("initial", (0, 1), (), PLAN)], [0, 1]
+    for start in range(2, num_frames, chunk):
+        frames = tuple(range(start, min(start + chunk, num_frames)))
+        groups.append(FrameGroup(f"chunk{len(groups)}", frames, tuple(produced), PLAN))
+        produced.extend(frames)
+    return SegmentLayout(
+        name=name or f"ar-{num_frames}", num_frames=num_frames, groups=tuple(groups), context_frames=2,
+        terminal=(num_frames - 2, num_frames - 1),
+    )
+
+
 # The layouts of the released MMPL checkpoints (Wan2.1, 21 latents) and the paper's ablations (Table 3).
 WAN_T2V = mmpl_layout(21, name="wan-t2v")
 WAN_I2V = mmpl_layout(21, image_to_video=True, name="wan-i2v")
@@ -213,4 +230,8 @@ def get_layout(name: str) -> SegmentLayout:
     parts = name.split("-")
     if len(parts) == 3 and parts[0] == "mmpl" and parts[1] in ("t2v", "i2v") and parts[2].isdigit():
         return mmpl_layout(int(parts[2]), image_to_video=parts[1] == "i2v")
-    raise LayoutError(f"unknown layout {name!r}; expected one of {sorted(LAYOUTS)} or mmpl-t2v-N / mmpl-i2v-N")
+    if len(parts) == 2 and parts[0] == "ar" and parts[1].isdigit():
+        return ar_layout(int(parts[1]))
+    raise LayoutError(
+        f"unknown layout {name!r}; expected one of {sorted(LAYOUTS)}, mmpl-t2v-N, mmpl-i2v-N or ar-N"
+    )

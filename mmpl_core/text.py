@@ -26,18 +26,26 @@ class HashedTextEncoder:
     def __init__(self, dim: int = 4096, text_len: int = 512):
         self.dim = dim
         self.text_len = text_len
+        self._vectors: dict[str, torch.Tensor] = {}
 
     def tokens(self, prompt: str) -> list[str]:
         return _TOKEN.findall(prompt.lower())[: self.text_len]
 
     def _token_vector(self, token: str) -> torch.Tensor:
-        seed = int.from_bytes(hashlib.sha256(token.encode("utf-8")).digest()[:8], "little") >> 1
-        return torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+        if token not in self._vectors:
+            seed = int.from_bytes(hashlib.sha256(token.encode("utf-8")).digest()[:8], "little") >> 1
+            self._vectors[token] = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+        return self._vectors[token]
 
     def encode(self, prompt: str) -> torch.Tensor:
+        """[1, text_len, dim]; the empty prompt encodes to zeros (the unconditional input of guidance)."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         out = torch.zeros(1, self.text_len, self.dim)
-        for i, token in enumerate(self.tokens(prompt)):
-            out[0, i] = self._token_vector(token)
+        tokens = self.tokens(prompt)
+        if tokens:
+            out[0, : len(tokens)] = torch.stack([self._token_vector(t) for t in tokens])
         return out
+
+    def encode_batch(self, prompts: list[str]) -> torch.Tensor:
+        return torch.cat([self.encode(p) for p in prompts])

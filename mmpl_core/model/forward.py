@@ -136,7 +136,8 @@ def wan_forward(
         cache: K/V of clean frames. Queries attend to `visible` cached frames plus the chunk itself.
         visible: cached frames this chunk may see (must not contain the chunk's own positions).
         write_cache: store the chunk's K/V in `cache` under `positions` (the t=0 "refresh" of clean frames).
-        frame_mask: without a cache, an optional boolean [F, F] mask (query frame i may attend key frame j).
+        frame_mask: without a cache, an optional boolean [F, F] mask (query frame i may attend key frame j), or a
+            token-level FlexAttention BlockMask (see `mmpl_core.train.masks`).
         return_output: False skips the head (a cache-writing pass whose output is not needed).
     Returns:
         velocity [B, out_dim, F, H, W], or None when `return_output` is False.
@@ -167,8 +168,8 @@ def wan_forward(
     e0 = model.time_projection(e).float().unflatten(-1, (6, geo.dim)).unflatten(0, (batch, grid_t))  # [B,F,6,C]
 
     h = model.patch_embedding(x).flatten(2).transpose(1, 2)  # [B, N, C]
-    token_mask = None
-    if frame_mask is not None:
+    token_mask = frame_mask
+    if isinstance(frame_mask, torch.Tensor):
         token_mask = frame_mask.to(device).repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
 
     for layer, block in enumerate(model.blocks):

@@ -1,0 +1,1 @@
+"""Teacher-forcing training with attention masks derived from segment layouts."""
