@@ -12,7 +12,7 @@ from mmpl_core.stitch import stitched_frame_count
 from mmpl_core.video_io import count_mp4_frames
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--model", "micro", "--layout", "mmpl-t2v-9", "--size", "32", "32", "--steps", "2", "--cfg", "2"]
+FAST = ["--model", "random:micro", "--layout", "mmpl-t2v-9", "--size", "32", "32", "--steps", "2", "--cfg", "2"]
 
 
 def test_cli_generate_writes_video_and_contact_sheet(tmp_path):
@@ -57,13 +57,15 @@ def test_cli_edit_replaces_a_keyframe_and_replans_after_it(tmp_path):
 
 
 def test_cli_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="neither a model size"):
+    with pytest.raises(SystemExit, match="neither 'demo'"):
         main(["generate", "--model", str(tmp_path / "missing.pt"), "--prompt", "x", "--out", str(tmp_path / "v.mp4")])
     with pytest.raises(SystemExit, match="plan"):
         main(["populate", *FAST[:4], "--plan-dir", str(tmp_path / "nothing")])
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="--model"):
         main(["segment", "--model", str(tmp_path / "bad.safetensors")])
+    with pytest.raises(SystemExit, match="unknown size"):
+        main(["segment", "--model", "random:huge"])
 
 
 def test_cli_runs_as_a_module():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import segment_cmd, video_cmds
+from . import segment_cmd, train_cmd, video_cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     segment_cmd.register(sub)
     video_cmds.register(sub)
+    train_cmd.register(sub)
     return parser
 
 

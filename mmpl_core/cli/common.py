@@ -14,22 +14,30 @@ class CLIError(SystemExit):
         super().__init__(f"mmpl: {message}")
 
 
+RANDOM = "random:"
+# Defaults when no demo bundle says otherwise (the demo model's demo.json carries its own).
+FALLBACK = {"steps": 20, "shift": 5.0, "cfg": 5.0, "size": (64, 64), "layout": "mmpl-t2v-21"}
+
+
 def add_sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=("unipc", "euler"), default="unipc", help="flow-matching solver")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps per chunk (official: 50)")
-    p.add_argument("--shift", type=float, default=5.0, help="timestep shift (official: 5)")
-    p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale (official: 5)")
+    p.add_argument("--steps", type=int, help="denoising steps per chunk (official: 50; default: the model's)")
+    p.add_argument("--shift", type=float, help="timestep shift (official: 5)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (official: 5)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny",
-                   help="a size for seeded random weights (tiny, demo, micro, 1.3B, 14B) or a checkpoint file/folder")
-    p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (--model SIZE)")
+    p.add_argument("--model", default="demo",
+                   help="'demo' (the embedded demo model), a checkpoint file/folder, or random:SIZE for seeded "
+                        "random weights (random:tiny, random:demo, random:micro, random:1.3B, random:14B)")
+    p.add_argument("--mode", choices=("mmpl", "ar"), default="mmpl",
+                   help="with --model demo: the MMPL model or the autoregressive baseline")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (--model random:SIZE)")
     p.add_argument("--ema", action="store_true", help="use 'generator_ema' of an official MMPL .pt checkpoint")
     p.add_argument("--vae", help="a Wan2.1 VAE (diffusers folder or single file); default: a tiny random VAE")
     p.add_argument("--vae-base-dim", type=int, default=8, help="base width of the tiny random VAE")
-    p.add_argument("--layout", default="mmpl-t2v-21", help="wan-t2v, wan-i2v, ablations, or mmpl-t2v-N / mmpl-i2v-N")
+    p.add_argument("--layout", help="wan-t2v, wan-i2v, ablations, mmpl-t2v-N, mmpl-i2v-N, ar-N (default: the model's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
 
@@ -39,11 +47,14 @@ def load_dit(args: argparse.Namespace):
     from ..model import WAN_CONFIGS, build_random_model
 
     dtype = getattr(torch, args.dtype)
-    if args.model in WAN_CONFIGS:
-        return build_random_model(WAN_CONFIGS[args.model], seed=args.model_seed, dtype=dtype).to(args.device)
+    if args.model.startswith(RANDOM):
+        size = args.model[len(RANDOM):]
+        if size not in WAN_CONFIGS:
+            raise CLIError(f"--model {args.model!r}: unknown size; expected random:SIZE with SIZE in {list(WAN_CONFIGS)}")
+        return build_random_model(WAN_CONFIGS[size], seed=args.model_seed, dtype=dtype).to(args.device)
     path = Path(args.model)
     if not path.exists():
-        raise CLIError(f"--model {args.model!r} is neither a model size ({', '.join(WAN_CONFIGS)}) nor an existing path")
+        raise CLIError(f"--model {args.model!r} is neither 'demo', random:SIZE nor an existing path")
     try:
         return load_wan_model(path, ema=args.ema, dtype=dtype, device=args.device).eval()
     except CheckpointError as err:
@@ -61,11 +72,32 @@ def load_vae(args: argparse.Namespace):
         raise CLIError(f"--vae: {err}") from err
 
 
+def _fill_defaults(args: argparse.Namespace, defaults: dict) -> None:
+    """Arguments the user left out take the model's defaults."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None and hasattr(args, name):
+            setattr(args, name, value)
+
+
 def build_pipeline(args: argparse.Namespace):
+    """The pipeline for the model arguments; missing sampler/size/layout arguments get the model's defaults."""
     from ..layout import LayoutError, get_layout
     from ..pipeline import MMPLPipeline
     from ..text import HashedTextEncoder
 
+    dtype = getattr(torch, args.dtype)
+    if args.model == "demo":
+        from .. import demo
+
+        if not demo.available():
+            raise CLIError(f"the embedded demo model is missing from {demo.DEMO_DIR}; pass --model PATH or random:SIZE")
+        pipe, bundle = demo.load_demo_pipeline(args.mode, device=args.device, dtype=dtype)
+        _fill_defaults(args, {"steps": bundle.steps, "shift": bundle.shift, "cfg": bundle.guidance,
+                              "size": (bundle.size, bundle.size), "layout": bundle.layout})
+        if args.vae is not None or get_layout(args.layout) != pipe.layout:
+            raise CLIError("--model demo comes with its own VAE and layout; leave out --vae/--layout")
+        return pipe
+    _fill_defaults(args, FALLBACK)
     try:
         layout = get_layout(args.layout)
     except LayoutError as err:
@@ -73,7 +105,7 @@ def build_pipeline(args: argparse.Namespace):
     dit = load_dit(args)
     return MMPLPipeline(
         dit, load_vae(args), layout, HashedTextEncoder(dim=dit.text_embedding[0].weight.shape[1]),
-        device=args.device, dtype=getattr(torch, args.dtype),
+        device=args.device, dtype=dtype,
     )
 
 

@@ -14,7 +14,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_sampler_args(p)
     p.add_argument("--prompt", default="a red circle and a yellow square bounce over a blue gradient")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("HEIGHT", "WIDTH"))
+    p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="default: the model's")
     p.add_argument("--out", type=Path, help="write the decoded segment as an mp4")
     p.add_argument("--fps", type=int, default=16)
     p.set_defaults(func=run)

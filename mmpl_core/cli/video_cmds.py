@@ -21,7 +21,7 @@ def register(sub) -> None:
                        help="the prompt; repeat once per segment for per-segment prompts")
         p.add_argument("--image", help="first frame for image-to-video (use an i2v layout, e.g. --layout mmpl-i2v-21)")
         p.add_argument("--segments", type=int, default=4, help="number of segments")
-        p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("HEIGHT", "WIDTH"))
+        p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="default: the model's")
         p.add_argument("--fps", type=int, default=16)
         p.add_argument("--bridge", choices=("vae", "naive"), default="vae")
         p.add_argument("--color-anchor", type=float, default=0.0, help="0 (off) … 1: hold colours near segment 1's")

@@ -1,0 +1,63 @@
+"""The embedded demo models: tiny Wan2.1-shaped DiTs (MMPL and an autoregressive baseline) and a tiny Wan VAE,
+trained on CPU on the synthetic world and shipped with the package, so `mmpl generate` works with no download."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+MODES = ("mmpl", "ar")
+
+
+@dataclass(frozen=True)
+class DemoBundle:
+    """Paths and settings of the demo models (from ``demo.json`` next to the weights)."""
+
+    directory: Path
+    dit: Path
+    vae: Path
+    layout: str
+    text_len: int
+    size: int
+    steps: int
+    shift: float
+    guidance: float
+
+    @classmethod
+    def load(cls, mode: str = "mmpl", directory: Path = DEMO_DIR) -> "DemoBundle":
+        if mode not in MODES:
+            raise ValueError(f"demo mode must be one of {MODES}, got {mode!r}")
+        card = directory / "demo.json"
+        if not card.exists():
+            raise FileNotFoundError(
+                f"the demo model is not in {directory} (demo.json missing); pass --model PATH or a model size"
+            )
+        spec = json.loads(card.read_text())
+        entry = spec[mode]
+        return cls(
+            directory=directory, dit=directory / entry["dit"], vae=directory / spec["vae"], layout=entry["layout"],
+            text_len=int(spec["text_len"]), size=int(spec["size"]), steps=int(spec["steps"]),
+            shift=float(spec["shift"]), guidance=float(spec["guidance"]),
+        )
+
+
+def available(directory: Path = DEMO_DIR) -> bool:
+    return (directory / "demo.json").exists()
+
+
+def load_demo_pipeline(mode: str = "mmpl", device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """An `MMPLPipeline` over the demo DiT of `mode`, the demo VAE and the hashed demo text encoder."""
+    from .checkpoints import load_wan_model
+    from .layout import get_layout
+    from .pipeline import MMPLPipeline
+    from .text import HashedTextEncoder
+    from .vae import load_wan_vae
+
+    bundle = DemoBundle.load(mode)
+    dit = load_wan_model(bundle.dit, dtype=dtype, device=device).eval()
+    vae = load_wan_vae(str(bundle.vae), device=device)
+    text = HashedTextEncoder(dim=dit.text_embedding[0].weight.shape[1], text_len=bundle.text_len)
+    return MMPLPipeline(dit, vae, get_layout(bundle.layout), text, negative_prompt="", device=device, dtype=dtype), bundle
