@@ -1,0 +1,29 @@
+"""Export trained demo models: EMA weights in Wan2.1 / ComfyUI key names, fp16 safetensors, plus demo.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..checkpoints import save_wan_safetensors
+
+
+def export_dit(train_dir: str | Path, out_file: str | Path, *, ema: bool = True) -> Path:
+    """The (EMA) weights of a training folder → fp16 safetensors with the original Wan2.1 names, which ComfyUI's
+    "Load Diffusion Model" detects as a Wan2.1 T2V model (the shapes follow its head_dim-128 rule)."""
+    weights = load_file(Path(train_dir) / ("ema.safetensors" if ema else "model.safetensors"))
+    return save_wan_safetensors(weights, out_file, dtype=torch.float16)
+
+
+def loss_summary(train_dir: str | Path, tail: int = 10) -> dict:
+    """Steps, minutes and the mean of the last `tail` logged losses of a training folder."""
+    records = [json.loads(line) for line in (Path(train_dir) / "loss.jsonl").read_text().splitlines() if line]
+    last = records[-tail:]
+    return {
+        "steps": records[-1]["step"],
+        "minutes": round(records[-1]["minutes"], 1),
+        "first_loss": round(records[0]["loss"], 4),
+        "final_loss": round(sum(r["loss"] for r in last) / len(last), 4),
+    }
