@@ -19,6 +19,7 @@ class DemoBundle:
     directory: Path
     dit: Path
     vae: Path
+    codec: Path  # the latent space the DiT was trained in (PCA); the distilled `vae` approximates it for ComfyUI
     layout: str
     text_len: int
     size: int
@@ -36,9 +37,12 @@ class DemoBundle:
                 f"the demo model is not in {directory} (demo.json missing); pass --model PATH or a model size"
             )
         spec = json.loads(card.read_text())
+        if mode not in spec:
+            raise FileNotFoundError(f"the demo bundle in {directory} has no {mode!r} model yet")
         entry = spec[mode]
         return cls(
-            directory=directory, dit=directory / entry["dit"], vae=directory / spec["vae"], layout=entry["layout"],
+            directory=directory, dit=directory / entry["dit"], vae=directory / spec["vae"],
+            codec=directory / spec["codec"], layout=entry["layout"],
             text_len=int(spec["text_len"]), size=int(spec["size"]), steps=int(spec["steps"]),
             shift=float(spec["shift"]), guidance=float(spec["guidance"]),
         )
@@ -49,15 +53,19 @@ def available(directory: Path = DEMO_DIR) -> bool:
 
 
 def load_demo_pipeline(mode: str = "mmpl", device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """An `MMPLPipeline` over the demo DiT of `mode`, the demo VAE and the hashed demo text encoder."""
+    """An `MMPLPipeline` over the demo DiT of `mode`, its exact latent codec and the hashed demo text encoder.
+
+    The standalone pipeline decodes with the PCA latent space the DiT was trained in (exact and fast); the distilled
+    Wan VAE in the bundle exists so that ComfyUI's stock VAE loader can decode the same latents.
+    """
     from .checkpoints import load_wan_model
+    from .data.pca_latents import PCALatentSpace
     from .layout import get_layout
     from .pipeline import MMPLPipeline
     from .text import HashedTextEncoder
-    from .vae import load_wan_vae
 
     bundle = DemoBundle.load(mode)
     dit = load_wan_model(bundle.dit, dtype=dtype, device=device).eval()
-    vae = load_wan_vae(str(bundle.vae), device=device)
+    vae = PCALatentSpace.load(bundle.codec).to(device)
     text = HashedTextEncoder(dim=dit.text_embedding[0].weight.shape[1], text_len=bundle.text_len)
     return MMPLPipeline(dit, vae, get_layout(bundle.layout), text, negative_prompt="", device=device, dtype=dtype), bundle

@@ -46,3 +46,14 @@ def write_png(image: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+def write_gif(frames: np.ndarray, path: str | Path, fps: int = 16, scale: int = 1) -> Path:
+    """Write uint8 frames [T, H, W, 3] as a looping GIF (optionally upscaled by an integer factor)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path

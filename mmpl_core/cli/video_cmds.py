@@ -29,6 +29,7 @@ def register(sub) -> None:
         p.add_argument("--plan-dir", type=Path, help="plan folder (default: next to --out, or ./plan)")
         if name == "generate":
             p.add_argument("--out", type=Path, required=True, help="the mp4 to write")
+            p.add_argument("--gif", type=Path, help="also write the video as an animated GIF (e.g. for a README)")
         else:
             p.add_argument("--out", type=Path, help="optional: where --plan-dir defaults from")
         p.set_defaults(func=func)
@@ -121,7 +122,7 @@ def _write_contact_sheet(pipe, plan, path: Path) -> Path:
     return write_png(contact_sheet(rows, plan.layout, plan.settings.fps, plan.layout.keyframes), path)
 
 
-def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seconds=None):
+def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seconds=None, gif: Path | None = None):
     from ..stitch import stitched_frame_count
     from ..video_io import to_uint8_frames, write_mp4
 
@@ -142,6 +143,10 @@ def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seco
     assert len(video) == stitched_frame_count(plan.layout, len(plan))
     write_mp4(video, out, fps=plan.settings.fps)
     print(f"wrote {out}: {len(video)} frames, {len(video) / plan.settings.fps:.1f} s at {plan.settings.fps} fps")
+    if gif is not None:
+        from ..video_io import write_gif
+
+        print(f"wrote {write_gif(video, gif, fps=plan.settings.fps)}")
     return plan
 
 
@@ -169,7 +174,7 @@ def run_generate(args) -> int:
     plan = _plan_phase(args, pipe, store, seconds)
     sheet = _write_contact_sheet(pipe, plan, args.out.with_suffix(".keyframes.png"))
     print(f"wrote {sheet}")
-    _populate_and_write(pipe, plan, store, args.out, seconds=seconds)
+    _populate_and_write(pipe, plan, store, args.out, seconds=seconds, gif=args.gif)
     _report(seconds, time.perf_counter() - t0)
     return 0
 

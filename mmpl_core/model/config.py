@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-# Wan2.1 splits each head into rotary sub-bands for time / height / width; height and width get 2*(head_dim//6)
-# channels each and time gets the rest (44 of 128 channels for the real models).
 ROPE_THETA = 10000.0
 ROPE_MAX_POSITIONS = 1024
 
@@ -36,12 +34,6 @@ class WanConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
-
-    @property
-    def rope_split(self) -> tuple[int, int, int]:
-        """Channels of each head given to the (time, height, width) rotary bands."""
-        hw = 2 * (self.head_dim // 6)
-        return self.head_dim - 2 * hw, hw, hw
 
     def with_(self, **changes) -> "WanConfig":
         return replace(self, **changes)

@@ -37,6 +37,8 @@ class ModelGeometry:
 
     @property
     def rope_split(self) -> tuple[int, int, int]:
+        """Channels of each head given to the (time, height, width) rotary bands: height and width get
+        2·(head_dim // 6) each, time the rest (44 of 128 for the real models)."""
         hw = 2 * (self.head_dim // 6)
         return self.head_dim - 2 * hw, hw, hw
 

@@ -130,8 +130,9 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
+        decay = min(cfg.ema, (1 + self.step) / (10 + self.step))  # EMA warm-up: early averages forget the init
         with torch.no_grad():
-            torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - cfg.ema)
+            torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - decay)
         self.step += 1
         return loss.item()
 

@@ -1,0 +1,40 @@
+"""The embedded demo model: shipped, ComfyUI-loadable shapes, small, and `mmpl generate` runs on it."""
+import json
+
+import pytest
+import torch
+
+from mmpl_core import demo
+from mmpl_core.checkpoints import infer_config, load_wan_state_dict
+from mmpl_core.cli import main
+from mmpl_core.layout import get_layout
+from mmpl_core.stitch import stitched_frame_count
+from mmpl_core.video_io import count_mp4_frames
+
+
+def test_demo_bundle_is_shipped_small_and_comfyui_loadable():
+    assert demo.available(), f"demo bundle missing from {demo.DEMO_DIR}"
+    bundle = demo.DemoBundle.load("mmpl")
+    total = sum(p.stat().st_size for p in demo.DEMO_DIR.iterdir() if p.is_file())
+    assert total <= 40 * 2**20, f"demo assets take {total / 2**20:.1f} MiB (limit 40)"
+    state = load_wan_state_dict(bundle.dit)
+    cfg = infer_config(state)
+    # ComfyUI's Wan detection assumes head_dim 128, text_dim 4096, freq_dim 256, patch (1, 2, 2)
+    assert (cfg.head_dim, cfg.text_dim, cfg.freq_dim, cfg.patch_size) == (128, 4096, 256, (1, 2, 2))
+    assert all(v.dtype == torch.float16 for v in state.values())
+    card = json.loads((demo.DEMO_DIR / "demo.json").read_text())
+    assert get_layout(card["mmpl"]["layout"]).num_frames >= 9
+
+
+def test_demo_generate_runs(tmp_path):
+    out = tmp_path / "demo.mp4"
+    assert main(["generate", "--prompt", "a red circle bounces over a blue to black gradient", "--segments", "2",
+                 "--steps", "3", "--out", str(out)]) == 0
+    layout = get_layout(demo.DemoBundle.load("mmpl").layout)
+    assert count_mp4_frames(out) == stitched_frame_count(layout, 2)
+    assert out.with_suffix(".keyframes.png").exists()
+
+
+def test_demo_refuses_a_foreign_vae(tmp_path):
+    with pytest.raises(SystemExit, match="own VAE"):
+        main(["segment", "--vae", str(tmp_path), "--steps", "1"])
