@@ -46,9 +46,7 @@ def _with_context(latents: SegmentLatents, context: torch.Tensor, keyframes) -> 
     """A locked segment under a new context: its micro plan is kept, its populated frames are not."""
     if torch.equal(latents.latents[:, : context.shape[1]], context):
         return latents
-    kept = SegmentLatents(latents.latents.clone(), frozenset(keyframes))
-    kept.latents[:, [f for f in range(latents.latents.shape[1]) if f not in keyframes]] = float("nan")
-    return kept.with_frames(range(context.shape[1]), context)
+    return latents.keep_only(keyframes).with_frames(range(context.shape[1]), context)
 
 
 def plan_chain(

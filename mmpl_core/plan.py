@@ -153,10 +153,8 @@ class Plan:
         expected = self.settings.latent_shape
         if tuple(latent.shape) != expected:
             raise ValueError(f"keyframe latent must have shape {expected}, got {tuple(latent.shape)}")
-        keyframes = list(self.layout.keyframes)
-        base = SegmentLatents(seg.latents.latents.clone(), frozenset(keyframes))
-        base.latents[:, [f for f in range(self.layout.num_frames) if f not in keyframes]] = float("nan")
-        return self.with_segment(k, replace(seg, latents=base.with_frames([frame], latent[:, None]), locked=True))
+        edited = seg.latents.keep_only(self.layout.keyframes).with_frames([frame], latent[:, None])
+        return self.with_segment(k, replace(seg, latents=edited, locked=True))
 
     def first_difference(self, other: "Plan") -> int | None:
         """Index of the first segment whose prompt, seed or latents differ from `other` (None if none do)."""

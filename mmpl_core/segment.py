@@ -32,6 +32,13 @@ class SegmentLatents:
     def empty(cls, channels: int, num_frames: int, height: int, width: int) -> "SegmentLatents":
         return cls(torch.full((channels, num_frames, height, width), float("nan")), frozenset())
 
+    def keep_only(self, frames) -> "SegmentLatents":
+        """A copy that forgets every frame outside `frames` (e.g. populated frames invalidated by an edit)."""
+        keep = self.known & frozenset(frames)
+        latents = torch.full_like(self.latents, float("nan"))
+        latents[:, sorted(keep)] = self.latents[:, sorted(keep)]
+        return SegmentLatents(latents, keep)
+
     def with_frames(self, frames: Sequence[int], values: torch.Tensor) -> "SegmentLatents":
         """A copy with `frames` set to `values` [C, len(frames), H, W]."""
         latents = self.latents.clone()
