@@ -320,6 +320,14 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, ema: bool = False) ->
     return model
 
 
+def load_matching_state_dict(checkpoint: Checkpoint, shapes: Mapping[str, tuple], *, ema: bool = False) -> StateDict:
+    """A checkpoint's tensors, checked to fit a model whose parameters have `shapes` ({wan_key: shape}) exactly:
+    the weights a host patches into its own module tree (ComfyUI's ModelPatcher) instead of loading a copy."""
+    sd, source = _read(checkpoint, ema)
+    _check_keys(shapes, sd, source)
+    return sd
+
+
 def save_wan_safetensors(
     model_or_sd: nn.Module | Mapping[str, Tensor], path: PathLike, dtype: torch.dtype | None = None, prefix: str = ""
 ) -> Path:
@@ -344,5 +352,5 @@ def save_wan_safetensors(
 
 __all__ = [
     "ACCEPTED_FORMATS", "DIFFUSERS_TO_WAN", "CheckpointError", "detect_format", "infer_config", "load_into",
-    "load_wan_model", "load_wan_state_dict", "save_wan_safetensors", "to_wan_state_dict",
+    "load_matching_state_dict", "load_wan_model", "load_wan_state_dict", "save_wan_safetensors", "to_wan_state_dict",
 ]

@@ -156,6 +156,22 @@ class Plan:
         edited = seg.latents.keep_only(self.layout.keyframes).with_frames([frame], latent[:, None])
         return self.with_segment(k, replace(seg, latents=edited, locked=True))
 
+    def extended(self, num_segments: int, prompt: str) -> "Plan":
+        """This plan with unplanned segments (prompt, the plan's seed) appended up to `num_segments`."""
+        if num_segments < len(self.segments):
+            raise ValueError(f"cannot extend a plan of {len(self.segments)} segments to {num_segments}")
+        new = tuple(SegmentPlan(prompt, self.settings.seed) for _ in range(num_segments - len(self.segments)))
+        return replace(self, segments=self.segments + new)
+
+    def replan_start(self) -> int:
+        """Where re-planning this plan must start: the first segment that is not planned (new, re-rolled, new
+        prompt) or that is locked (hand-edited: the segments after it follow its new keyframes); len(plan) if none.
+        Re-planning keeps locked micro plans, and populated frames of segments whose keyframes come out unchanged."""
+        for k, seg in enumerate(self.segments):
+            if seg.locked or seg.status(self.layout) in ("empty", "partial"):
+                return k
+        return len(self.segments)
+
     def first_difference(self, other: "Plan") -> int | None:
         """Index of the first segment whose prompt, seed or latents differ from `other` (None if none do)."""
         for k, (a, b) in enumerate(zip(self.segments, other.segments)):

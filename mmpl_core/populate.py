@@ -61,3 +61,32 @@ def decode_stream(plan: Plan, vae: WanVAE) -> Iterator[torch.Tensor]:
 def decode_video(plan: Plan, vae: WanVAE) -> torch.Tensor:
     """The whole stitched video [3, 81 + 76·(S−1), H, W] (for Wan layouts)."""
     return stitch(decode_segments(plan, vae), plan.layout)
+
+
+def plan_identity(plan: Plan) -> str:
+    """A short id of what a plan's populated frames depend on: model, layout, settings, and each segment's prompt,
+    seed and keyframe latents. Front ends key on-disk caches of finished segments with it."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{plan.model_fingerprint}|{plan.layout.name}|{plan.settings!r}".encode())
+    for seg in plan.segments:
+        digest.update(f"|{seg.prompt}|{seg.seed}|".encode())
+        if seg.latents is not None:
+            frames = sorted(frozenset(plan.layout.keyframes) & seg.latents.known)
+            digest.update(str(frames).encode())
+            digest.update(seg.latents.latents[:, frames].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def adopt_populated(plan: Plan, stored: Plan) -> Plan:
+    """`plan` with the populated segments of `stored` (e.g. left on disk by an interrupted run) taken over wherever
+    the segment's prompt, seed and known frames agree exactly."""
+    if len(stored) != len(plan) or stored.layout != plan.layout or stored.model_fingerprint != plan.model_fingerprint:
+        return plan
+    for k, (seg, old) in enumerate(zip(plan.segments, stored.segments)):
+        if seg.latents is None or old.status(plan.layout) != "populated" or (seg.prompt, seg.seed) != (old.prompt, old.seed):
+            continue
+        frames = sorted(seg.latents.known)
+        if torch.equal(seg.latents.latents[:, frames], old.latents.latents[:, frames]):
+            plan = plan.with_segment(k, replace(seg, latents=old.latents))
+    return plan

@@ -13,7 +13,7 @@ MINUTES=${MINUTES:-45}
 OUT=${OUT:-build/demo}
 ASSETS=mmpl_core/assets/demo
 mkdir -p "$OUT" "$ASSETS"
-$PY -m mmpl_core.data.distill_vae --pca "$ASSETS/pca_latents.safetensors" --minutes 10 --out "$ASSETS/vae.safetensors"
+$PY -m mmpl_core.data.distill_vae --pca "$ASSETS/pca_latents.safetensors" --minutes 10 --original-keys --out "$ASSETS/vae.safetensors"
 for mode in mmpl ar; do
   layout=mmpl-t2v-13; [[ $mode == ar ]] && layout=ar-13
   $PY -m mmpl_core train --out "$OUT/train-$mode" --layout "$layout" --latent-space "$ASSETS/pca_latents.safetensors" \
