@@ -1,11 +1,25 @@
 """ComfyUI nodes (V3 schema): thin adapters from ComfyUI types to `mmpl_core`. One file per feature."""
 from comfy_api.latest import ComfyExtension, io
 
+from .keyframe_nodes import MMPLKeyframeEditor, MMPLKeyframePreview
+from .model_nodes import MMPLDemoTextEncode, MMPLDemoVAE, MMPLModelLoader, register_mmpl_folder
+from .plan_io_nodes import MMPLLoadPlan, MMPLSavePlan
+from .plan_nodes import MMPLMacroChain, MMPLMicroPlanner, MMPLSegmentPrompts
+from .populate_nodes import MMPLContentPopulator, MMPLDecodeVideo, MMPLMultiGPUScheduler, MMPLVAEBridge
+
+NODES = [
+    MMPLModelLoader, MMPLDemoVAE, MMPLDemoTextEncode, MMPLSegmentPrompts, MMPLMicroPlanner, MMPLMacroChain,
+    MMPLVAEBridge, MMPLMultiGPUScheduler, MMPLContentPopulator, MMPLDecodeVideo, MMPLKeyframePreview,
+    MMPLKeyframeEditor, MMPLSavePlan, MMPLLoadPlan,
+]
+
 
 class MMPLExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_mmpl_folder()
+
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        # The node files arrive with the node-pack work; the extension is registered now so the pack loads cleanly.
-        return []
+        return NODES
 
 
 async def comfy_entrypoint() -> MMPLExtension:

@@ -1,0 +1,119 @@
+"""Keyframes: Keyframe Preview (decode a plan's keyframes, labelled) and Keyframe Editor (lock / re-roll / prompt /
+replace, from a JSON widget so a saved workflow reproduces the edits)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from PIL import Image
+import folder_paths
+from comfy_api.latest import io, ui
+
+from mmpl_core.edits import EditError, apply_edits, parse_edits
+from mmpl_core.keyframes import contact_sheet, decode_keyframes, encode_keyframe_image
+
+from .comfy_adapters import ComfyWanVAE, conditioning_embedding, image_to_video_tensor, video_to_image
+from .types import CATEGORY, MMPLPlan, PlanValue
+
+EDITS_EXAMPLE = '{"edits": []}'
+
+
+class MMPLKeyframePreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_KeyframePreview",
+            display_name="MMPL Keyframe Preview",
+            category=CATEGORY,
+            description="Decodes the planned keyframes of every planned segment: look at the storyline before "
+                        "paying for populating. Shows a sheet labelled with segment, latent index and time.",
+            inputs=[MMPLPlan.Input("plan"), io.Vae.Input("vae")],
+            outputs=[
+                io.Image.Output(display_name="keyframes", tooltip="Segment by segment, in keyframe order."),
+                io.Image.Output(display_name="contact_sheet"),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, plan, vae) -> io.NodeOutput:
+        comfy_vae, layout = ComfyWanVAE(vae), plan.plan.layout
+        planned = [s.latents for s in plan.plan.segments if s.status(layout) in ("planned", "populated")]
+        if not planned:
+            raise ValueError("plan: no segment is planned yet")
+        rows = [decode_keyframes(comfy_vae, latents, layout.keyframes) for latents in planned]
+        sheet = torch.from_numpy(np.array(contact_sheet(rows, layout, plan.plan.settings.fps, layout.keyframes)))
+        sheet = (sheet.float() / 255.0)[None]
+        keyframes = torch.cat([video_to_image(row) for row in rows])
+        return io.NodeOutput(keyframes, sheet, ui=ui.PreviewImage(sheet, cls=cls))
+
+
+def load_input_image(name: str) -> torch.Tensor:
+    """A file of ComfyUI's input folder (e.g. uploaded through /upload/image) → IMAGE [1, H, W, 3]."""
+    if not folder_paths.exists_annotated_filepath(name):
+        raise ValueError(f"edits: image file {name!r} is not in ComfyUI's input folder")
+    with Image.open(folder_paths.get_annotated_filepath(name)) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+class MMPLKeyframeEditor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_KeyframeEditor",
+            display_name="MMPL Keyframe Editor",
+            category=CATEGORY,
+            description="Applies hand edits to a plan: lock a segment, re-roll it with a new seed, change its prompt, "
+                        "or replace a keyframe by an image. Feed the result to MacroChain's plan input to re-plan "
+                        "from the first edited segment.",
+            inputs=[
+                MMPLPlan.Input("plan"),
+                io.String.Input("edits", multiline=True, default=EDITS_EXAMPLE,
+                                tooltip='JSON: {"edits": [{"op": "lock"|"unlock"|"reroll"|"prompt"|"replace", '
+                                        '"segment": 0-based, "seed", "text", "frame": latent index, "image": index '
+                                        'into images or an input file name}]}'),
+                io.Vae.Input("vae", optional=True, tooltip="Encodes replacement images."),
+                io.Image.Input("images", optional=True, tooltip="Replacement keyframe images."),
+                io.Clip.Input("clip", optional=True, tooltip="Encodes edited prompts (without it the demo "
+                              "models' hashed encoder reads the text)."),
+            ],
+            outputs=[MMPLPlan.Output(display_name="plan")],
+        )
+
+    @classmethod
+    def execute(cls, plan, edits, vae=None, images=None, clip=None) -> io.NodeOutput:
+        try:
+            parsed = parse_edits(edits)
+        except EditError as err:
+            raise ValueError(f"edits: {err}") from err
+        settings, bank = plan.plan.settings, plan.prompts
+
+        def encode_image(ref, frame):
+            if vae is None:
+                raise EditError("vae: replacing a keyframe needs a VAE to encode the image")
+            if isinstance(ref, int):
+                if images is None or not 0 <= ref < images.shape[0]:
+                    count = 0 if images is None else images.shape[0]
+                    raise EditError(f"images: image {ref} requested, {count} connected")
+                picture = images[ref : ref + 1]
+            else:
+                picture = load_input_image(ref)
+            if tuple(picture.shape[1:3]) != (settings.height, settings.width):
+                raise EditError(f"image {ref!r} is {picture.shape[2]}x{picture.shape[1]}, the video is "
+                                f"{settings.width}x{settings.height}")
+            return encode_keyframe_image(ComfyWanVAE(vae), image_to_video_tensor(picture)[0], frame)
+
+        def encode_prompt(text):
+            nonlocal bank
+            if clip is None:
+                return text
+            tokens = clip.tokenize(text)
+            bank, label = bank.with_embedding(conditioning_embedding(clip.encode_from_tokens_scheduled(tokens), "clip"))
+            return label
+
+        try:
+            edited = apply_edits(plan.plan, parsed, encode_image=encode_image, encode_prompt=encode_prompt)
+        except EditError as err:
+            raise ValueError(f"edits: {err}") from err
+        return io.NodeOutput(replace(plan, plan=edited, prompts=bank))

@@ -1,0 +1,158 @@
+"""Loading: MMPL Model (a Wan2.1 MODEL plus MMPL weights, or the embedded demo), the demo's VAE and text encoder."""
+from __future__ import annotations
+
+import os
+
+import comfy.sd
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from mmpl_core.checkpoints import CheckpointError, load_matching_state_dict
+from mmpl_core.demo import DemoBundle
+from mmpl_core.layout import LAYOUTS, LayoutError, get_layout
+from mmpl_core.text import HashedTextEncoder
+
+from .types import CATEGORY, MMPLModel, MMPLModelInfo
+
+DEMO_CHOICES = {"demo: MMPL (embedded)": "mmpl", "demo: autoregressive baseline (embedded)": "ar"}
+NO_CHECKPOINT = "none (use the model as it is)"
+LAYOUT_CHOICES = ["auto", *LAYOUTS, "mmpl-t2v-13", "mmpl-i2v-13", "ar-13", "ar-21"]
+CHECKPOINT_FOLDERS = ("mmpl", "diffusion_models")
+
+
+def register_mmpl_folder() -> None:
+    """`models/mmpl` for MMPL checkpoints (t2v_14B_8k.pt …), beside ComfyUI's own model folders."""
+    if "mmpl" not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path("mmpl", os.path.join(folder_paths.models_dir, "mmpl"))
+        folder_paths.folder_names_and_paths["mmpl"] = (
+            folder_paths.folder_names_and_paths["mmpl"][0], set(folder_paths.supported_pt_extensions)
+        )
+
+
+def checkpoint_choices() -> list[str]:
+    register_mmpl_folder()
+    files = [f"{folder}/{name}" for folder in CHECKPOINT_FOLDERS for name in folder_paths.get_filename_list(folder)]
+    return [NO_CHECKPOINT, *DEMO_CHOICES, *files]
+
+
+def check_wan_t2v(patcher, input_name: str = "model"):
+    """The `WanModel` inside a ModelPatcher, or a ValueError naming the input and what it got instead."""
+    base = getattr(patcher, "model", None)
+    net = getattr(base, "diffusion_model", None)
+    if type(net).__name__ != "WanModel" or type(base).__name__ != "WAN21":
+        raise ValueError(
+            f"{input_name}: expected a Wan2.1 text-to-video diffusion model (Load Diffusion Model), got "
+            f"{type(base).__name__} / {type(net).__name__}"
+        )
+    if getattr(net, "model_type", "t2v") != "t2v" or getattr(net, "img_emb", None) is not None or net.patch_embedding.weight.shape[1] != 16:
+        raise ValueError(
+            f"{input_name}: this is a Wan2.1 image-to-video (CLIP-vision) model; MMPL runs on the Wan2.1 T2V "
+            "architecture (its I2V mode conditions on the image latent instead): load Wan2.1-T2V"
+        )
+    return net
+
+
+def load_demo_dit(mode: str):
+    bundle = DemoBundle.load(mode)
+    patcher = comfy.sd.load_diffusion_model(str(bundle.dit))
+    return patcher, bundle
+
+
+def patch_checkpoint(patcher, choice: str):
+    """A clone of `patcher` whose weights are replaced by an MMPL checkpoint ("set" patches: ComfyUI loads, casts,
+    offloads and LoRA-patches them like the model's own weights)."""
+    folder, _, name = choice.partition("/")
+    path = folder_paths.get_full_path_or_raise(folder, name)
+    net = check_wan_t2v(patcher)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    try:
+        weights = load_matching_state_dict(path, shapes)
+    except (CheckpointError, OSError, RuntimeError) as err:
+        raise ValueError(f"checkpoint: {name} does not fit the connected model: {err}") from err
+    patched = patcher.clone()
+    patched.add_patches({f"diffusion_model.{k}": ("set", (v,)) for k, v in weights.items()})
+    return patched
+
+
+class MMPLModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_Model",
+            display_name="MMPL Model",
+            category=CATEGORY,
+            description="A Wan2.1 T2V model ready for MMPL planning and populating: the connected MODEL with an MMPL "
+                        "checkpoint patched in (models/mmpl or models/diffusion_models), or the embedded demo model.",
+            inputs=[
+                io.Model.Input("model", optional=True, tooltip="A Wan2.1 T2V model from Load Diffusion Model "
+                               "(LoRAs and fp8/bf16 weights are honoured). Not needed for the demo models."),
+                io.Combo.Input("checkpoint", options=checkpoint_choices(), default=NO_CHECKPOINT,
+                               tooltip="MMPL weights to patch into the model (e.g. t2v_14B_8k.pt over Wan2.1-T2V-14B), "
+                                       "or an embedded demo model."),
+                io.Combo.Input("layout", options=LAYOUT_CHOICES, default="auto",
+                               tooltip="Segment layout (which latent frames are keyframes). auto: wan-t2v for Wan "
+                                       "checkpoints, the demo's own layout for the demo."),
+            ],
+            outputs=[MMPLModel.Output(display_name="mmpl_model")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint, layout, model=None) -> io.NodeOutput:
+        text_encoder = None
+        if checkpoint in DEMO_CHOICES:
+            if model is not None:
+                raise ValueError("model: the demo checkpoints bring their own DiT; disconnect the model input")
+            model, bundle = load_demo_dit(DEMO_CHOICES[checkpoint])
+            default_layout, name = bundle.layout, checkpoint
+            text_encoder = HashedTextEncoder(dim=4096, text_len=bundle.text_len)
+        elif model is None:
+            raise ValueError("model: connect a Wan2.1 T2V model (Load Diffusion Model), or choose a demo checkpoint")
+        else:
+            check_wan_t2v(model)
+            default_layout, name = "wan-t2v", "model"
+            if checkpoint != NO_CHECKPOINT:
+                model, name = patch_checkpoint(model, checkpoint), checkpoint
+        check_wan_t2v(model)
+        try:
+            chosen = get_layout(default_layout if layout == "auto" else layout)
+        except LayoutError as err:
+            raise ValueError(f"layout: {err}") from err
+        return io.NodeOutput(MMPLModelInfo(model, chosen, name, text_encoder))
+
+
+class MMPLDemoVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_DemoVAE",
+            display_name="MMPL Demo VAE",
+            category=CATEGORY,
+            description="The embedded demo model's tiny Wan2.1 VAE (an ordinary ComfyUI VAE).",
+            inputs=[],
+            outputs=[io.Vae.Output(display_name="vae")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        bundle = DemoBundle.load("mmpl")
+        return io.NodeOutput(comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(bundle.vae))))
+
+
+class MMPLDemoTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_DemoTextEncode",
+            display_name="MMPL Demo Text Encode",
+            category=CATEGORY,
+            description="Weight-free hashed text encoder of the demo models (no T5 needed): an ordinary CONDITIONING.",
+            inputs=[io.String.Input("text", multiline=True, default="a red circle and a yellow square bounce over a "
+                                    "blue to black gradient", tooltip="Prompt; the empty prompt encodes to zeros.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, text) -> io.NodeOutput:
+        encoder = HashedTextEncoder(dim=4096, text_len=DemoBundle.load("mmpl").text_len)
+        return io.NodeOutput([[encoder.encode(text), {}]])

@@ -1,0 +1,187 @@
+"""Planning: per-segment prompts, MicroPlanner (one segment's keyframes), MacroChain (the whole plan)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from mmpl_core.plan import GenerationSettings, Plan
+from mmpl_core.prompt_bank import PromptBank
+from mmpl_core.sampling import SamplerConfig
+from mmpl_core.text import HashedTextEncoder
+
+from .comfy_adapters import (
+    ComfyWanVAE, NodeProgress, conditioning_embedding, image_to_video_tensor, load_pipeline, node_id,
+)
+from .types import (
+    CATEGORY, MMPLBridge, MMPLModel, MMPLModelInfo, MMPLPlan, MMPLPrompts, PlanValue, SegmentPromptList,
+    sampler_inputs,
+)
+
+
+def size_inputs() -> list:
+    return [
+        io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width (multiple of 16)."),
+        io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height (multiple of 16)."),
+    ]
+
+
+def conditioning_inputs() -> list:
+    return [
+        io.Conditioning.Input("positive", tooltip="Prompt of every segment (unless segment prompts are given)."),
+        io.Conditioning.Input("negative", tooltip="Negative prompt (used when cfg > 1)."),
+    ]
+
+
+def prompt_bank(model: MMPLModelInfo, positive, negative, segment_prompts: SegmentPromptList | None):
+    """The bank of embeddings, the labels of the segments' prompts, and the negative prompt's label."""
+    bank = PromptBank(fallback=model.text_encoder)
+    bank, positive_label = bank.with_embedding(conditioning_embedding(positive, "positive"))
+    bank, negative_label = bank.with_embedding(conditioning_embedding(negative, "negative"))
+    labels = [positive_label]
+    if segment_prompts is not None:
+        labels = []
+        for embedding in segment_prompts.embeddings:
+            bank, label = bank.with_embedding(embedding)
+            labels.append(label)
+    return bank, labels, negative_label
+
+
+def first_frame(image, vae: ComfyWanVAE | None, settings: GenerationSettings):
+    """IMAGE → [3, H, W] in [-1, 1] for image-to-video, checked against the video size."""
+    if image is None:
+        return None
+    if vae is None:
+        raise ValueError("image: image-to-video needs a VAE to encode the image (connect the VAE / bridge input)")
+    if image.shape[0] != 1 or tuple(image.shape[1:3]) != (settings.height, settings.width):
+        raise ValueError(
+            f"image: expected one image of {settings.width}x{settings.height} (the video size), got "
+            f"{image.shape[0]} image(s) of {image.shape[2]}x{image.shape[1]}"
+        )
+    return image_to_video_tensor(image)[0]
+
+
+def settings_of(seed, steps, cfg, shift, sampler, width, height, bridge=None) -> GenerationSettings:
+    try:
+        return GenerationSettings(
+            seed=seed, height=height, width=width, sampler=SamplerConfig(sampler, steps, shift, cfg),
+            bridge=bridge.mode if bridge is not None else "vae",
+            color_anchor=bridge.color_anchor if bridge is not None else 0.0,
+        )
+    except ValueError as err:
+        raise ValueError(f"width/height: {err}") from err
+
+
+def plan_segments(pipeline, plan: Plan, start: int, node_id) -> Plan:
+    progress = NodeProgress(pipeline.steps_per_segment(plan, "plan") * (len(plan) - start), node_id)
+    return pipeline.plan(plan, start=start, on_step=progress.step)
+
+
+class MMPLSegmentPrompts(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_SegmentPrompts",
+            display_name="MMPL Segment Prompts",
+            category=CATEGORY,
+            description="One prompt per segment, one per line (empty lines are skipped).",
+            inputs=[
+                io.String.Input("text", multiline=True, default="", tooltip="Line k is the prompt of segment k."),
+                io.Clip.Input("clip", optional=True, tooltip="Text encoder (e.g. umT5 for Wan2.1). Without it the "
+                              "demo models' hashed encoder is used."),
+            ],
+            outputs=[MMPLPrompts.Output(display_name="segment_prompts")],
+        )
+
+    @classmethod
+    def execute(cls, text, clip=None) -> io.NodeOutput:
+        lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+        if not lines:
+            raise ValueError("text: give at least one prompt line (one line per segment)")
+        if clip is None:
+            from mmpl_core.demo import DemoBundle
+
+            encoder = HashedTextEncoder(dim=4096, text_len=DemoBundle.load("mmpl").text_len)
+            embeddings = tuple(encoder.encode(line) for line in lines)
+        else:
+            embeddings = tuple(
+                conditioning_embedding(clip.encode_from_tokens_scheduled(clip.tokenize(line)), "clip") for line in lines
+            )
+        return io.NodeOutput(SegmentPromptList(embeddings, lines))
+
+
+class MMPLMicroPlanner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_MicroPlanner",
+            display_name="MMPL Micro Planner",
+            category=CATEGORY,
+            description="Plans the keyframes of one segment (early, mid and terminal latents, jointly, at their true "
+                        "time positions). Look at them with Keyframe Preview; extend with MacroChain.",
+            inputs=[
+                MMPLModel.Input("mmpl_model"), *conditioning_inputs(), *size_inputs(), *sampler_inputs(),
+                io.Image.Input("image", optional=True, tooltip="First frame (image-to-video layouts)."),
+                io.Vae.Input("vae", optional=True, tooltip="Encodes the image (image-to-video only)."),
+            ],
+            outputs=[MMPLPlan.Output(display_name="plan")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, mmpl_model, positive, negative, width, height, seed, steps, cfg, shift, sampler,
+                image=None, vae=None) -> io.NodeOutput:
+        settings = settings_of(seed, steps, cfg, shift, sampler, width, height)
+        bank, labels, negative_label = prompt_bank(mmpl_model, positive, negative, None)
+        comfy_vae = ComfyWanVAE(vae) if vae is not None else None
+        pipeline = load_pipeline(mmpl_model, comfy_vae, bank, negative_label)
+        plan = pipeline.new_plan(labels, 1, settings, first_frame(image, comfy_vae, settings))
+        return io.NodeOutput(PlanValue(plan_segments(pipeline, plan, 0, node_id(cls)), bank))
+
+
+class MMPLMacroChain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MMPL_MacroChain",
+            display_name="MMPL Macro Chain",
+            category=CATEGORY,
+            description="Plans a long video: segment k+1 starts from segment k's bridged terminal keyframes. Given a "
+                        "plan, it continues it (its own settings win): new segments are appended, and re-planning "
+                        "starts at the first unplanned or edited segment, so earlier segments stay as they are.",
+            inputs=[
+                MMPLModel.Input("mmpl_model"), *conditioning_inputs(),
+                MMPLBridge.Input("bridge", tooltip="From MMPL VAE Bridge."),
+                io.Int.Input("segments", default=4, min=1, max=1000, tooltip="Number of segments (81 frames each for "
+                             "Wan2.1, overlapping by 5)."),
+                *size_inputs(), *sampler_inputs(),
+                MMPLPrompts.Input("segment_prompts", optional=True, tooltip="Per-segment prompts (one or S lines)."),
+                io.Image.Input("image", optional=True, tooltip="First frame (image-to-video layouts)."),
+                MMPLPlan.Input("plan", optional=True, tooltip="A plan to continue (e.g. after Keyframe Editor)."),
+            ],
+            outputs=[MMPLPlan.Output(display_name="plan")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, mmpl_model, positive, negative, bridge, segments, width, height, seed, steps, cfg, shift,
+                sampler, segment_prompts=None, image=None, plan=None) -> io.NodeOutput:
+        bank, labels, negative_label = prompt_bank(mmpl_model, positive, negative, segment_prompts)
+        if len(labels) not in (1, segments):
+            raise ValueError(f"segment_prompts: {len(labels)} lines for {segments} segments; give one or {segments}")
+        if plan is None:
+            settings = settings_of(seed, steps, cfg, shift, sampler, width, height, bridge)
+            pipeline = load_pipeline(mmpl_model, bridge.vae, bank, negative_label)
+            current, start = pipeline.new_plan(labels, segments, settings, first_frame(image, bridge.vae, settings)), 0
+        else:
+            if image is not None:
+                raise ValueError("image: a continued plan already has its first frame; disconnect the image")
+            bank = bank.merged(plan.prompts)
+            pipeline = load_pipeline(mmpl_model, bridge.vae, bank, negative_label)
+            try:
+                pipeline.check_plan(plan.plan)
+            except ValueError as err:
+                raise ValueError(f"plan: {err}") from err
+            current = plan.plan.extended(max(segments, len(plan.plan)), labels[0])
+            for k in range(len(plan.plan), len(current)) if len(labels) > 1 else ():
+                current = current.with_prompt(k, labels[k])
+            start = current.replan_start()
+        return io.NodeOutput(PlanValue(plan_segments(pipeline, current, start, node_id(cls)), bank))

@@ -1,0 +1,81 @@
+"""The pack's ComfyUI types and the immutable values that travel through them (nodes never mutate an input:
+ComfyUI caches outputs by inputs)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comfy_api.latest import io
+
+from mmpl_core.layout import SegmentLayout
+from mmpl_core.plan import Plan
+from mmpl_core.prompt_bank import PromptBank
+from mmpl_core.sampling import SOLVERS
+
+MMPLModel = io.Custom("MMPL_MODEL")
+MMPLPlan = io.Custom("MMPL_PLAN")
+MMPLBridge = io.Custom("MMPL_BRIDGE")
+MMPLDevices = io.Custom("MMPL_DEVICES")
+MMPLPrompts = io.Custom("MMPL_PROMPTS")
+
+CATEGORY = "MMPL Long Video"
+
+
+@dataclass(frozen=True)
+class MMPLModelInfo:
+    """A Wan2.1 diffusion model (ComfyUI ModelPatcher, MMPL weights patched in) and the segment layout it runs.
+
+    text_encoder: the demo model's hashed encoder (plain-text prompts work without a CLIP); None for real models.
+    """
+
+    patcher: object
+    layout: SegmentLayout
+    name: str
+    text_encoder: object | None = None
+
+
+@dataclass(frozen=True)
+class PlanValue:
+    """MMPL_PLAN: a plan plus the prompt embeddings its segments' prompt labels refer to."""
+
+    plan: Plan
+    prompts: PromptBank
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """MMPL_BRIDGE: how a segment's terminal keyframes become the next segment's first latents."""
+
+    vae: object | None  # ComfyWanVAE, None for the naive bridge
+    mode: str
+    color_anchor: float
+
+
+@dataclass(frozen=True)
+class DeviceSet:
+    """MMPL_DEVICES: the devices that populate segments in parallel (one model replica each)."""
+
+    devices: tuple[str, ...]
+    max_parallel: int
+
+
+@dataclass(frozen=True)
+class SegmentPromptList:
+    """MMPL_PROMPTS: one prompt embedding [1, L, D] per segment, in order (and the lines they came from)."""
+
+    embeddings: tuple
+    lines: tuple[str, ...]
+
+
+def sampler_inputs() -> list:
+    """The KSampler-style widgets every sampling node shares."""
+    return [
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Noise of each chunk is seeded by (seed, segment, frame group)."),
+        io.Int.Input("steps", default=20, min=1, max=200, tooltip="Denoising steps per frame group."),
+        io.Float.Input("cfg", default=5.0, min=1.0, max=30.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance scale (1 = off, no negative pass)."),
+        io.Float.Input("shift", default=5.0, min=0.1, max=30.0, step=0.1,
+                       tooltip="Flow-matching sigma shift (Wan2.1: 5 at 720p, 3 at 480p and for the demo model)."),
+        io.Combo.Input("sampler", options=list(SOLVERS), default=SOLVERS[0],
+                       tooltip="Flow-matching solver (diffusers UniPC or Euler on the official Wan schedule)."),
+    ]
