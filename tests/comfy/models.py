@@ -1,0 +1,54 @@
+"""The model files that the tests against the real ComfyUI server load, written before the server starts.
+
+All tiny and built from fixed seeds (nothing comes from a hub), saved under ComfyUI's own key names so that its
+stock "Load Diffusion Model" detects them:
+- diffusion_models/tiny_wan_t2v.safetensors — a Wan2.1 T2V DiT (dim 128, 1 head of 128, 2 layers, text_dim 4096);
+- mmpl/tiny_mmpl.safetensors — "MMPL weights" for it (same shapes, other values), patched in by MMPL Model;
+- mmpl/tiny_wrong_shape.safetensors — a checkpoint that does not fit (ffn 512);
+- diffusion_models/tiny_wan_i2v.safetensors — a Wan2.1 I2V (CLIP-vision) DiT, which MMPL Model must refuse.
+"""
+from pathlib import Path
+
+import torch
+
+from mmpl_core.checkpoints import save_wan_safetensors
+from mmpl_core.model import WAN_CONFIGS, build_random_model
+from mmpl_core.model.config import WanConfig
+
+MODEL_FOLDERS = ("diffusion_models", "vae", "mmpl")
+TINY_T2V = "tiny_wan_t2v.safetensors"
+TINY_I2V = "tiny_wan_i2v.safetensors"
+TINY_MMPL = "tiny_mmpl.safetensors"
+WRONG_SHAPE = "tiny_wrong_shape.safetensors"
+COMFY_PREFIX = "model.diffusion_model."
+
+
+def i2v_state_dict(t2v: dict[str, torch.Tensor], seed: int = 3) -> dict[str, torch.Tensor]:
+    """A Wan2.1 I2V DiT's extra tensors (image embedding MLP, image K/V per block, 36 input channels)."""
+    g = torch.Generator().manual_seed(seed)
+    dim = t2v["head.modulation"].shape[-1]
+    sd = dict(t2v)
+    rnd = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
+    sd["patch_embedding.weight"] = rnd(dim, 36, 1, 2, 2)
+    sd.update({"img_emb.proj.0.weight": torch.ones(1280), "img_emb.proj.0.bias": torch.zeros(1280),
+               "img_emb.proj.1.weight": rnd(1280, 1280), "img_emb.proj.1.bias": torch.zeros(1280),
+               "img_emb.proj.3.weight": rnd(dim, 1280), "img_emb.proj.3.bias": torch.zeros(dim),
+               "img_emb.proj.4.weight": torch.ones(dim), "img_emb.proj.4.bias": torch.zeros(dim)})
+    for block in {k.split(".")[1] for k in t2v if k.startswith("blocks.")}:
+        p = f"blocks.{block}.cross_attn."
+        sd.update({p + "k_img.weight": rnd(dim, dim), p + "k_img.bias": torch.zeros(dim),
+                   p + "v_img.weight": rnd(dim, dim), p + "v_img.bias": torch.zeros(dim),
+                   p + "norm_k_img.weight": torch.ones(dim)})
+    return sd
+
+
+def populate_models(models_dir: Path) -> None:
+    """Fill `models_dir` (the server's ``<base directory>/models``); called once per session before start-up."""
+    for folder in MODEL_FOLDERS:
+        (models_dir / folder).mkdir(parents=True, exist_ok=True)
+    tiny = build_random_model(WAN_CONFIGS["tiny"], seed=0).state_dict()
+    save_wan_safetensors(tiny, models_dir / "diffusion_models" / TINY_T2V, prefix=COMFY_PREFIX)
+    save_wan_safetensors(build_random_model(WAN_CONFIGS["tiny"], seed=1), models_dir / "mmpl" / TINY_MMPL)
+    wrong = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=2)
+    save_wan_safetensors(build_random_model(wrong, seed=2), models_dir / "mmpl" / WRONG_SHAPE)
+    save_wan_safetensors(i2v_state_dict(tiny), models_dir / "diffusion_models" / TINY_I2V, prefix=COMFY_PREFIX)

@@ -1,0 +1,136 @@
+"""The pack over ComfyUI's own loaders, and what a user sees on bad input: a tiny Wan2.1 from "Load Diffusion Model"
+with MMPL weights patched in, wrong models and checkpoints, plans from another model, wrong image sizes, bad edits,
+and an interrupted populate that resumes from what it left on disk."""
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+from client import PromptRejected
+from models import TINY_I2V, TINY_MMPL, TINY_T2V, WRONG_SHAPE
+from PIL import Image
+
+from mmpl_core.plan_store import load_plan
+
+pytestmark = pytest.mark.comfy
+
+TEXT = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": "a red circle"}}
+SAMPLING = {"width": 32, "height": 32, "seed": 0, "steps": 2, "cfg": 1.0, "shift": 3.0, "sampler": "euler"}
+
+
+def tiny_plan_prompt(checkpoint: str, unet: str = TINY_T2V, **sampling) -> dict:
+    """Load Diffusion Model → MMPL Model (+ checkpoint) → Micro Planner → Keyframe Preview."""
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}},
+        "2": {"class_type": "MMPL_Model", "inputs": {"model": ["1", 0], "checkpoint": checkpoint, "layout": "mmpl-t2v-13"}},
+        "3": TEXT, "4": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}},
+        "5": {"class_type": "MMPL_MicroPlanner", "inputs": {"mmpl_model": ["2", 0], "positive": ["3", 0],
+                                                            "negative": ["4", 0], **SAMPLING, **sampling}},
+        "6": {"class_type": "MMPL_DemoVAE", "inputs": {}},
+        "7": {"class_type": "MMPL_KeyframePreview", "inputs": {"plan": ["5", 0], "vae": ["6", 0]}},
+    }
+
+
+def preview_bytes(server, result) -> bytes:
+    [image] = result.outputs["7"]["images"]
+    return server.client.view(image["filename"], image["subfolder"], image["type"])
+
+
+def error_of(result) -> str:
+    assert result.error is not None, "expected the node to fail"
+    return result.error["exception_message"]
+
+
+def test_mmpl_checkpoint_is_patched_into_a_stock_loaded_wan_model(comfy_server):
+    plain = comfy_server.client.run(tiny_plan_prompt("none (use the model as it is)"))
+    patched = comfy_server.client.run(tiny_plan_prompt(f"mmpl/{TINY_MMPL}"))
+    assert plain.error is None and patched.error is None, (plain.error, patched.error)
+    assert preview_bytes(comfy_server, plain) != preview_bytes(comfy_server, patched)
+
+
+def test_bad_models_and_checkpoints_fail_on_the_node_naming_the_input(comfy_server):
+    wrong = comfy_server.client.run(tiny_plan_prompt(f"mmpl/{WRONG_SHAPE}", seed=1))
+    assert error_of(wrong).startswith("checkpoint:") and "does not fit" in error_of(wrong)
+    assert wrong.error["node_type"] == "MMPL_Model"
+    i2v = comfy_server.client.run(tiny_plan_prompt("none (use the model as it is)", unet=TINY_I2V))
+    assert error_of(i2v).startswith("model:") and "image-to-video" in error_of(i2v)
+    ok = comfy_server.client.run(tiny_plan_prompt("none (use the model as it is)", seed=2))
+    assert ok.error is None  # the server keeps serving
+
+
+def test_validation_errors_name_the_input(comfy_server):
+    prompt = tiny_plan_prompt("none (use the model as it is)", steps=0)
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.client.queue(prompt)
+    [error] = rejected.value.node_errors["5"]["errors"]
+    assert error["type"] == "value_smaller_than_min" and error["extra_info"]["input_name"] == "steps"
+
+
+def demo_chain(segments: int, seed: int, steps: int = 4) -> dict:
+    return {
+        "1": {"class_type": "MMPL_Model", "inputs": {"checkpoint": "demo: MMPL (embedded)", "layout": "auto"}},
+        "2": {"class_type": "MMPL_DemoVAE", "inputs": {}},
+        "3": TEXT, "4": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}},
+        "5": {"class_type": "MMPL_VAEBridge", "inputs": {"vae": ["2", 0], "mode": "vae", "color_anchor": 0.0}},
+        "6": {"class_type": "MMPL_MacroChain", "inputs": {
+            "mmpl_model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "bridge": ["5", 0],
+            "segments": segments, **SAMPLING, "width": 64, "height": 64, "seed": seed, "steps": steps}},
+    }
+
+
+def with_output(prompt: dict, plan: list) -> dict:
+    """ComfyUI only runs prompts with an output node: save the plan of node `plan`."""
+    return {**prompt, "99": {"class_type": "MMPL_SavePlan", "inputs": {"plan": plan, "name": "mmpl/scratch"}}}
+
+
+def test_plan_of_another_model_wrong_image_and_bad_edits_are_refused(comfy_server):
+    saved = demo_chain(2, seed=11)
+    saved["7"] = {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["6", 0], "name": "mmpl/other_model"}}
+    assert comfy_server.client.run(saved).error is None
+
+    other = tiny_plan_prompt("none (use the model as it is)")
+    other["8"] = {"class_type": "MMPL_LoadPlan", "inputs": {"name": "mmpl/other_model"}}
+    other["9"] = {"class_type": "MMPL_ContentPopulator", "inputs": {"mmpl_model": ["2", 0], "plan": ["8", 0], "segments": "all"}}
+    del other["7"]
+    message = error_of(comfy_server.client.run(with_output(other, ["9", 0])))
+    assert message.startswith("plan:") and "another model" in message
+
+    missing = {"1": {"class_type": "MMPL_LoadPlan", "inputs": {"name": "mmpl/never_saved"}}}
+    assert "no plan in output/mmpl/never_saved" in error_of(comfy_server.client.run(with_output(missing, ["1", 0])))
+
+    i2v = demo_chain(1, seed=12)
+    Image.new("RGB", (48, 48), (200, 0, 0)).save(comfy_server.base_dir / "input" / "mmpl_wrong_size.png")
+    i2v["1"]["inputs"]["layout"] = "mmpl-i2v-13"
+    i2v["7"] = {"class_type": "LoadImage", "inputs": {"image": "mmpl_wrong_size.png"}}
+    i2v["6"]["inputs"]["image"] = ["7", 0]
+    message = error_of(comfy_server.client.run(with_output(i2v, ["6", 0])))
+    assert message.startswith("image:") and "64x64" in message and "48x48" in message
+
+    edits = demo_chain(1, seed=13)
+    edits["7"] = {"class_type": "MMPL_KeyframeEditor", "inputs": {"plan": ["6", 0], "edits": '[{"op": "lock", "segment": 4}]'}}
+    message = error_of(comfy_server.client.run(with_output(edits, ["7", 0])))
+    assert message.startswith("edits:") and "segments 0..0" in message
+
+
+def test_interrupted_populate_keeps_finished_segments_and_resumes(comfy_server):
+    prompt = demo_chain(4, seed=21, steps=6)
+    prompt["7"] = {"class_type": "MMPL_ContentPopulator", "inputs": {"mmpl_model": ["1", 0], "plan": ["6", 0], "segments": "all"}}
+    prompt = with_output(prompt, ["7", 0])
+    per_segment = 2 * 6  # two populate groups of the demo layout, 6 steps each
+
+    def interrupt_after_first_segment(message):
+        data = message.get("data", {})
+        if message["type"] == "progress" and data.get("node") == "7" and data["value"] == per_segment + 1:
+            comfy_server.client.interrupt()
+
+    first = comfy_server.client.run(prompt, on_message=interrupt_after_first_segment)
+    assert "execution_interrupted" in first.message_types
+    caches = [load_plan(p.parent) for p in (comfy_server.base_dir / "output" / "mmpl" / "cache").glob("*/plan.json")]
+    [kept] = [plan.statuses() for plan in caches if plan.settings.seed == 21]
+    assert 1 <= kept.count("populated") < 4
+
+    second = comfy_server.client.run(copy.deepcopy(prompt))
+    assert second.error is None
+    maxima = {m["data"]["max"] for m in second.messages if m["type"] == "progress" and m["data"]["node"] == "7"}
+    assert maxima == {per_segment * (4 - kept.count("populated"))}  # only the unfinished segments run again

@@ -1,0 +1,125 @@
+"""The pack inside a real ComfyUI: every node listed, every example workflow run through POST /prompt and the
+websocket, outputs checked, UI-format examples in sync with their API-format twins.
+
+MMPL_REGENERATE_WORKFLOWS=1 rewrites example_workflows/*.json (from the API twins) and their .jpg thumbnails (from
+the outputs of the run) instead of checking them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from workflow_format import api_to_ui, ui_to_api
+
+from mmpl_core.layout import get_layout
+from mmpl_core.stitch import stitched_frame_count
+
+REPO = Path(__file__).resolve().parents[2]
+TWINS = sorted((Path(__file__).parent / "workflows").glob("*_api.json"))
+EXAMPLES = REPO / "example_workflows"
+REGENERATE = os.environ.get("MMPL_REGENERATE_WORKFLOWS") == "1"
+# Inputs that differ on purpose between an example and its twin (the example targets a GPU box, CI has a CPU).
+MACHINE_SPECIFIC = {("MMPL_MultiGPUScheduler", "devices"): "cuda:0,cuda:1"}
+NODE_IDS = {
+    "MMPL_Model", "MMPL_DemoVAE", "MMPL_DemoTextEncode", "MMPL_SegmentPrompts", "MMPL_MicroPlanner", "MMPL_MacroChain",
+    "MMPL_VAEBridge", "MMPL_MultiGPUScheduler", "MMPL_ContentPopulator", "MMPL_DecodeVideo", "MMPL_KeyframePreview",
+    "MMPL_KeyframeEditor", "MMPL_SavePlan", "MMPL_LoadPlan",
+}
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.client.object_info()
+
+
+@pytest.fixture(scope="module")
+def first_frame(comfy_server):
+    """The I2V example's input image, in the server's input folder: a red disc on blue."""
+    y, x = np.mgrid[:64, :64]
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 2] = 160
+    image[(y - 32) ** 2 + (x - 24) ** 2 < 100] = (220, 30, 30)
+    path = comfy_server.base_dir / "input" / "mmpl_first_frame.png"
+    path.parent.mkdir(exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_every_node_is_listed_with_category_and_tooltips(object_info):
+    ours = {name: info for name, info in object_info.items() if name.startswith("MMPL_")}
+    assert set(ours) == NODE_IDS
+    for name, info in ours.items():
+        assert info["category"] == "MMPL Long Video" and info["description"], name
+
+
+def test_example_workflows_match_their_api_twins(object_info):
+    names = {p.name.removesuffix("_api.json") for p in TWINS}
+    assert names and names == {p.stem for p in EXAMPLES.glob("*.json")} or REGENERATE
+    for twin in TWINS:
+        name = twin.name.removesuffix("_api.json")
+        prompt = load(twin)
+        ui = api_to_ui(prompt, object_info)
+        for node in ui["nodes"]:  # the shipped example targets a GPU box
+            for (cls, field), value in MACHINE_SPECIFIC.items():
+                if node["type"] == cls:
+                    node["widgets_values"][0] = value
+        if REGENERATE:
+            (EXAMPLES / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        example = load(EXAMPLES / f"{name}.json")
+        converted = ui_to_api(example, object_info)
+        for node in converted.values():
+            for (cls, field), _ in MACHINE_SPECIFIC.items():
+                if node["class_type"] == cls:
+                    node["inputs"][field] = prompt[next(k for k, v in prompt.items() if v["class_type"] == cls)]["inputs"][field]
+        strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
+        assert strip(converted) == strip(prompt), name
+        assert REGENERATE or (EXAMPLES / f"{name}.jpg").exists(), f"{name}.jpg thumbnail missing"
+
+
+def _segments(prompt: dict) -> tuple[int, str]:
+    chain = next(v for v in prompt.values() if v["class_type"] == "MMPL_MacroChain")
+    model = next(v for v in prompt.values() if v["class_type"] == "MMPL_Model")
+    layout = model["inputs"]["layout"]
+    return chain["inputs"]["segments"], "mmpl-t2v-13" if layout == "auto" else layout
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda p: p.name.removesuffix("_api.json"))
+def test_example_workflow_runs(comfy_server, first_frame, twin):
+    prompt = load(twin)
+    result = comfy_server.client.run(prompt, timeout=600)
+    assert result.error is None, result.error
+    assert result.status.get("status_str") == "success"
+    progress_nodes = {m["data"]["node"] for m in result.messages if m["type"] == "progress"}
+    mmpl_sampling = {k for k, v in prompt.items() if v["class_type"] in ("MMPL_MacroChain", "MMPL_ContentPopulator")}
+    assert mmpl_sampling <= progress_nodes, "every sampling node reports progress"
+    print(f"{twin.name}: {result.seconds:.1f} s")
+
+    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveAnimatedWEBP")
+    [video] = result.outputs[save]["images"]
+    frames = Image.open(io.BytesIO(comfy_server.client.view(video["filename"], video["subfolder"], video["type"])))
+    segments, layout = _segments(prompt)
+    assert frames.n_frames == stitched_frame_count(get_layout(layout), segments)
+    assert frames.size == (64, 64)
+
+    previews = [k for k, v in prompt.items() if v["class_type"] == "MMPL_KeyframePreview"]
+    sheet = None
+    for node in previews:
+        [image] = result.outputs[node]["images"]
+        sheet = Image.open(io.BytesIO(comfy_server.client.view(image["filename"], image["subfolder"], image["type"])))
+        assert sheet.width > 64 * len(get_layout(layout).keyframes)  # one labelled thumbnail per keyframe
+    if REGENERATE:
+        frames.seek(frames.n_frames // 2)
+        thumb = sheet.convert("RGB") if sheet is not None else frames.convert("RGB").resize((256, 256), Image.NEAREST)
+        thumb.thumbnail((512, 512))
+        thumb.save(EXAMPLES / f"{twin.name.removesuffix('_api.json')}.jpg", quality=90)

@@ -1,0 +1,114 @@
+"""ComfyUI's two workflow formats: the UI ("save") format of example_workflows/ and the API format POST /prompt runs.
+
+Both directions use the server's /object_info to know which inputs are widgets and in which order the frontend
+stores their values (`widgets_values`), including the extra values some widgets add (a seed's "control after
+generate", LoadImage's upload button).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list, bool]]:
+    """(name, spec, optional) of a node's inputs in the frontend's order."""
+    inputs, order = info["input"], info.get("input_order", {})
+    result = []
+    for group in ("required", "optional"):
+        specs = inputs.get(group, {})
+        for name in order.get(group, list(specs)):
+            result.append((name, specs[name], group == "optional"))
+    return result
+
+
+def is_widget(spec: list) -> bool:
+    kind = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
+
+
+def extra_widget_values(spec: list) -> list:
+    """Values the frontend stores after a widget's own value."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("control_after_generate"):
+        return ["fixed"]
+    if options.get("image_upload"):
+        return ["image"]
+    return []
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """A UI-format workflow → the API-format prompt the frontend would queue for it."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        info = object_info[node["type"]]
+        inputs, values = {}, list(node.get("widgets_values") or [])
+        linked = {i["name"]: i.get("link") for i in node.get("inputs", [])}
+        for name, spec, _ in ordered_inputs(info):
+            if linked.get(name) is not None:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+            if is_widget(spec):
+                value = values.pop(0)
+                del values[: len(extra_widget_values(spec))]
+                if name not in inputs:
+                    inputs[name] = value
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs,
+                                   "_meta": {"title": node.get("title", info["display_name"])}}
+    return prompt
+
+
+def _depths(prompt: dict) -> dict[str, int]:
+    depth: dict[str, int] = {}
+
+    def visit(nid: str) -> int:
+        if nid not in depth:
+            sources = [v[0] for v in prompt[nid]["inputs"].values() if isinstance(v, list)]
+            depth[nid] = 1 + max((visit(s) for s in sources), default=-1)
+        return depth[nid]
+
+    for nid in prompt:
+        visit(nid)
+    return depth
+
+
+def api_to_ui(prompt: dict, object_info: dict) -> dict:
+    """An API-format prompt → a UI-format workflow laid out in columns by graph depth."""
+    depth, rows = _depths(prompt), defaultdict(int)
+    nodes, links, out_links = [], [], defaultdict(list)
+    for nid, node in prompt.items():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):
+                link_id = len(links) + 1
+                kind = object_info[prompt[value[0]]["class_type"]]["output"][value[1]]
+                links.append([link_id, int(value[0]), value[1], int(nid), name, kind])
+                out_links[(value[0], value[1])].append(link_id)
+    for order, (nid, node) in enumerate(sorted(prompt.items(), key=lambda kv: (depth[kv[0]], int(kv[0])))):
+        info = object_info[node["class_type"]]
+        inputs, widgets = [], []
+        for name, spec, optional in ordered_inputs(info):
+            value = node["inputs"].get(name)
+            link = next((lk[0] for lk in links if lk[3] == int(nid) and lk[4] == name), None)
+            if is_widget(spec):
+                widgets += [value if link is None else spec[1].get("default")] + extra_widget_values(spec)
+                if link is not None:
+                    inputs.append({"name": name, "type": spec[0], "widget": {"name": name}, "link": link})
+            elif link is not None or not optional:
+                inputs.append({"name": name, "type": spec[0], "link": link})
+        outputs = [{"name": out_name, "type": kind, "links": out_links.get((nid, slot), [])}
+                   for slot, (kind, out_name) in enumerate(zip(info["output"], info["output_name"]))]
+        column, row = depth[nid], rows[depth[nid]]
+        rows[column] += 1
+        nodes.append({
+            "id": int(nid), "type": node["class_type"], "title": node.get("_meta", {}).get("title", info["display_name"]),
+            "pos": [40 + 360 * column, 40 + 300 * row], "size": [320, 260], "flags": {}, "order": order, "mode": 0,
+            "inputs": inputs, "outputs": outputs, "properties": {"cnr_id": "mmpl-long-video"},
+            "widgets_values": widgets,
+        })
+    for link in links:  # UI links name the target slot by index
+        target = next(n for n in nodes if n["id"] == link[3])
+        link[4] = next(i for i, spec in enumerate(target["inputs"]) if spec["name"] == link[4])
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
