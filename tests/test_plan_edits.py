@@ -12,17 +12,7 @@ from mmpl_core.schedule import PopulateError, PopulateWorker, populate_parallel
 from mmpl_core.segment import SegmentSampler
 from mmpl_core.text import HashedTextEncoder
 
-from test_long_video import SETTINGS, make_pipe
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return make_pipe()
-
-
-@pytest.fixture(scope="module")
-def planned(pipe):
-    return pipe.plan(pipe.new_plan(["a red circle"], 3, SETTINGS))
+from test_long_video import SETTINGS, pipe, planned  # noqa: F401 — shared fixtures
 
 
 def _equal(a, b):
