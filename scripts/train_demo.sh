@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 PY=.venv/bin/python
-MINUTES=${MINUTES:-45}
+STEPS=${STEPS:-5000}  # both DiTs get the same number of steps
 OUT=${OUT:-build/demo}
 ASSETS=mmpl_core/assets/demo
 mkdir -p "$OUT" "$ASSETS"
@@ -17,6 +17,6 @@ $PY -m mmpl_core.data.distill_vae --pca "$ASSETS/pca_latents.safetensors" --minu
 for mode in mmpl ar; do
   layout=mmpl-t2v-13; [[ $mode == ar ]] && layout=ar-13
   $PY -m mmpl_core train --out "$OUT/train-$mode" --layout "$layout" --latent-space "$ASSETS/pca_latents.safetensors" \
-    --clips 2048 --minutes "$MINUTES" --steps 100000 --batch 4 --lr 5e-4 --threads 2 --seed 0
+    --clips 2048 --steps "$STEPS" --batch 4 --lr 5e-4 --threads 2 --seed 0
   $PY -c "from mmpl_core.train.export import export_dit; export_dit('$OUT/train-$mode', '$ASSETS/dit_$mode.safetensors')"
 done
