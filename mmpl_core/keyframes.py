@@ -44,6 +44,24 @@ def decode_keyframes(vae: WanVAE, latents: SegmentLatents, frames: Sequence[int]
     return pixels[torch.arange(len(frames)), :, picks].float().cpu()
 
 
+def keyframe_roles(layout: SegmentLayout) -> dict[int, str]:
+    """The role of each keyframe, for labels: "initial" (the context frames, or the input image), "terminal" (handed
+    to the bridge), and the micro plan's other runs of consecutive frames: "early" when a run follows the initial
+    frames directly, "mid" otherwise (the paper's t_a, t_b and t_c anchors)."""
+    roles, previous = {}, None
+    for frame in layout.keyframes:
+        if frame < layout.context_frames:
+            roles[frame] = "initial"
+        elif frame in layout.terminal:
+            roles[frame] = "terminal"
+        elif previous is not None and frame == previous + 1 and roles[previous] != "initial":
+            roles[frame] = roles[previous]
+        else:
+            roles[frame] = "early" if frame == layout.context_frames else "mid"
+        previous = frame
+    return roles
+
+
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
     """[3, H, W] in [-1, 1] → uint8 [H, W, 3]."""
     return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -174,10 +174,17 @@ class Plan:
 
     def first_difference(self, other: "Plan") -> int | None:
         """Index of the first segment whose prompt, seed or latents differ from `other` (None if none do)."""
-        for k, (a, b) in enumerate(zip(self.segments, other.segments)):
-            if (a.prompt, a.seed) != (b.prompt, b.seed) or not _same_latents(a.latents, b.latents):
-                return k
-        return None if len(self.segments) == len(other.segments) else min(len(self.segments), len(other.segments))
+        changed = self.changed_segments(other)
+        return changed[0] if changed else None
+
+    def changed_segments(self, other: "Plan") -> list[int]:
+        """Segments whose prompt, seed or latents differ from `other`'s, plus those only one of the plans has."""
+        changed = [k for k, (a, b) in enumerate(zip(self.segments, other.segments)) if not _same_segment(a, b)]
+        return changed + list(range(min(len(self), len(other)), max(len(self), len(other))))
+
+
+def _same_segment(a: SegmentPlan, b: SegmentPlan) -> bool:
+    return (a.prompt, a.seed) == (b.prompt, b.seed) and _same_latents(a.latents, b.latents)
 
 
 def _same_latents(a: SegmentLatents | None, b: SegmentLatents | None) -> bool:

@@ -10,7 +10,7 @@ import contextvars
 import queue
 import threading
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .chain import PromptFn, SegmentCallback
 from .plan import Plan
@@ -37,10 +37,12 @@ def populate_parallel(
     segments: Sequence[int] | None = None,
     on_step: StepCallback | None = None,
     on_segment: SegmentCallback | None = None,
+    on_start: Callable[[int, str], None] | None = None,
     passthrough: tuple[type[BaseException], ...] = (),
 ) -> Plan:
     """Populate `segments` (default: all not yet populated) on `workers`; each takes the next segment as it frees up.
 
+    `on_start(k, worker_name)` runs when a worker takes segment k (e.g. to show it as being populated).
     `on_segment(k, plan)` runs (serialised) after every finished segment with the plan so far, so a failure or an
     interrupt keeps every finished segment. The first error stops the other workers after their current segment
     and is raised as a PopulateError naming worker and segment; exceptions of a `passthrough` type (a front end's
@@ -66,6 +68,8 @@ def populate_parallel(
                 return
             seg = plan.segments[k]
             try:
+                if on_start is not None:
+                    on_start(k, worker.name)
                 run = populate_segment(
                     worker.sampler, plan.layout, worker.prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
                     boundary_weight=plan.settings.boundary_weight, on_step=on_step,

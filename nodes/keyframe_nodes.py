@@ -1,19 +1,22 @@
 """Keyframes: Keyframe Preview (decode a plan's keyframes, labelled) and Keyframe Editor (lock / re-roll / prompt /
-replace, from a JSON widget so a saved workflow reproduces the edits)."""
+replace, from a JSON widget so a saved workflow reproduces the edits). Both show the plan as a keyframe strip in the
+browser (keyframe_ui.py, web/js/); on the editor, the strip's buttons write the JSON."""
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 import folder_paths
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from mmpl_core.edits import EditError, apply_edits, parse_edits
 from mmpl_core.keyframes import contact_sheet, decode_keyframes, encode_keyframe_image
 
 from .comfy_adapters import ComfyWanVAE, conditioning_embedding, image_to_video_tensor, video_to_image
+from .keyframe_ui import strip_ui
 from .types import CATEGORY, MMPLPlan, PlanValue
 
 EDITS_EXAMPLE = '{"edits": []}'
@@ -27,7 +30,8 @@ class MMPLKeyframePreview(io.ComfyNode):
             display_name="MMPL Keyframe Preview",
             category=CATEGORY,
             description="Decodes the planned keyframes of every planned segment: look at the storyline before "
-                        "paying for populating. Shows a sheet labelled with segment, latent index and time.",
+                        "paying for populating. Shows them as a strip, one row per segment, labelled with latent "
+                        "index and time; click a keyframe to see it large.",
             inputs=[MMPLPlan.Input("plan"), io.Vae.Input("vae")],
             outputs=[
                 io.Image.Output(display_name="keyframes", tooltip="Segment by segment, in keyframe order."),
@@ -38,22 +42,28 @@ class MMPLKeyframePreview(io.ComfyNode):
 
     @classmethod
     def execute(cls, plan, vae) -> io.NodeOutput:
-        comfy_vae, layout = ComfyWanVAE(vae), plan.plan.layout
-        planned = [s.latents for s in plan.plan.segments if s.status(layout) in ("planned", "populated")]
+        comfy_vae, layout, segments = ComfyWanVAE(vae), plan.plan.layout, plan.plan.segments
+        planned = [k for k, s in enumerate(segments) if s.status(layout) in ("planned", "populated")]
         if not planned:
             raise ValueError("plan: no segment is planned yet")
-        rows = [decode_keyframes(comfy_vae, latents, layout.keyframes) for latents in planned]
-        sheet = torch.from_numpy(np.array(contact_sheet(rows, layout, plan.plan.settings.fps, layout.keyframes)))
-        sheet = (sheet.float() / 255.0)[None]
-        keyframes = torch.cat([video_to_image(row) for row in rows])
-        return io.NodeOutput(keyframes, sheet, ui=ui.PreviewImage(sheet, cls=cls))
+        rows = {k: decode_keyframes(comfy_vae, segments[k].latents, layout.keyframes) for k in planned}
+        sheet = contact_sheet(list(rows.values()), layout, plan.plan.settings.fps, layout.keyframes)
+        sheet = (torch.from_numpy(np.array(sheet)).float() / 255.0)[None]
+        keyframes = torch.cat([video_to_image(row) for row in rows.values()])
+        return io.NodeOutput(keyframes, sheet, ui=strip_ui(plan, comfy_vae, decoded=rows))
 
 
 def load_input_image(name: str) -> torch.Tensor:
-    """A file of ComfyUI's input folder (e.g. uploaded through /upload/image) → IMAGE [1, H, W, 3]."""
-    if not folder_paths.exists_annotated_filepath(name):
-        raise ValueError(f"edits: image file {name!r} is not in ComfyUI's input folder")
-    with Image.open(folder_paths.get_annotated_filepath(name)) as img:
+    """A file of ComfyUI's input folder (e.g. uploaded through /upload/image, maybe into a subfolder such as
+    "mmpl/key.png"; "name [output]" / "[temp]" name another folder, as in ComfyUI) → IMAGE [1, H, W, 3]. Names that
+    lead outside their folder are refused."""
+    relative, base = folder_paths.annotated_filepath(name)
+    folder = os.path.realpath(base or folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(folder, relative))
+    if os.path.commonpath([folder, path]) != folder or not os.path.isfile(path):
+        where = "ComfyUI's input folder" if base is None else folder
+        raise ValueError(f"image file {name!r} is not in {where}")
+    with Image.open(path) as img:
         return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
@@ -116,4 +126,7 @@ class MMPLKeyframeEditor(io.ComfyNode):
             edited = apply_edits(plan.plan, parsed, encode_image=encode_image, encode_prompt=encode_prompt)
         except EditError as err:
             raise ValueError(f"edits: {err}") from err
-        return io.NodeOutput(replace(plan, plan=edited, prompts=bank))
+        own = edited.changed_segments(plan.plan)
+        changed = tuple(sorted(set(plan.changed or ()) | set(own)))
+        shown = strip_ui(plan, ComfyWanVAE(vae) if vae is not None else None, changed=own)
+        return io.NodeOutput(replace(plan, plan=edited, prompts=bank, changed=changed), ui=shown)

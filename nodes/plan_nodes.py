@@ -1,4 +1,5 @@
-"""Planning: per-segment prompts, MicroPlanner (one segment's keyframes), MacroChain (the whole plan)."""
+"""Planning: per-segment prompts, MicroPlanner (one segment's keyframes), MacroChain (the whole plan). Both planners
+show their plan as a keyframe strip in the browser (keyframe_ui.py)."""
 from __future__ import annotations
 
 from comfy_api.latest import io
@@ -11,6 +12,7 @@ from mmpl_core.text import HashedTextEncoder
 from .comfy_adapters import (
     ComfyWanVAE, NodeProgress, conditioning_embedding, image_to_video_tensor, load_pipeline, node_id,
 )
+from .keyframe_ui import strip_ui
 from .types import (
     CATEGORY, MMPLBridge, MMPLModel, MMPLModelInfo, MMPLPlan, MMPLPrompts, PlanValue, SegmentPromptList,
     sampler_inputs,
@@ -134,7 +136,8 @@ class MMPLMicroPlanner(io.ComfyNode):
         comfy_vae = ComfyWanVAE(vae) if vae is not None else None
         pipeline = load_pipeline(mmpl_model, comfy_vae, bank, negative_label)
         plan = pipeline.new_plan(labels, 1, settings, first_frame(image, comfy_vae, settings))
-        return io.NodeOutput(PlanValue(plan_segments(pipeline, plan, 0, node_id(cls)), bank))
+        value = PlanValue(plan_segments(pipeline, plan, 0, node_id(cls)), bank)
+        return io.NodeOutput(value, ui=strip_ui(value, comfy_vae))
 
 
 class MMPLMacroChain(io.ComfyNode):
@@ -184,4 +187,9 @@ class MMPLMacroChain(io.ComfyNode):
             for k in range(len(plan.plan), len(current)) if len(labels) > 1 else ():
                 current = current.with_prompt(k, labels[k])
             start = current.replan_start()
-        return io.NodeOutput(PlanValue(plan_segments(pipeline, current, start, node_id(cls)), bank))
+        result = plan_segments(pipeline, current, start, node_id(cls))
+        changed = None
+        if plan is not None:  # what the edits and this re-plan changed (kept segments stay bit-identical)
+            changed = tuple(sorted(set(plan.changed or ()) | set(result.changed_segments(plan.plan))))
+        value = PlanValue(result, bank, changed)
+        return io.NodeOutput(value, ui=strip_ui(value, bridge.vae))

@@ -18,6 +18,7 @@ from mmpl_core.stitch import stitch_stream
 from .comfy_adapters import (
     INTERRUPT, ComfyWanVAE, NodeProgress, check_interrupt, load_pipeline, node_id, to_latent_dict, video_to_image,
 )
+from .keyframe_ui import SegmentProgress
 from .types import CATEGORY, BridgeSettings, DeviceSet, MMPLBridge, MMPLDevices, MMPLModel, MMPLPlan, PlanValue
 
 
@@ -154,10 +155,24 @@ class MMPLContentPopulator(io.ComfyNode):
                 pass  # a damaged cache is simply recomputed
         todo = [k for k in chosen if current.segments[k].status(current.layout) != "populated"]
         progress = NodeProgress(pipeline.steps_per_segment(current, "populate") * len(todo), node_id(cls))
-        current = populate_parallel(
-            current, populate_workers(pipeline, current, devices), segments=todo, on_step=progress.step,
-            on_segment=lambda k, p: store.save(p), passthrough=(INTERRUPT,),
-        )
+        shown, finished = SegmentProgress(current, node_id(cls)), set()  # the browser's strips follow along
+        for k in chosen:
+            shown.send(k, "planned" if k in todo else "done")
+
+        def segment_done(k, populated):
+            store.save(populated)
+            finished.add(k)
+            shown.send(k, "done")
+
+        try:
+            current = populate_parallel(
+                current, populate_workers(pipeline, current, devices), segments=todo, on_step=progress.step,
+                on_start=lambda k, worker: shown.send(k, "populating", worker), on_segment=segment_done,
+                passthrough=(INTERRUPT,),
+            )
+        finally:
+            for k in sorted(set(todo) - finished):  # interrupted or failed: back to planned
+                shown.send(k, "planned")
         latents = torch.stack([current.segments[k].latents.latents for k in chosen])
         return io.NodeOutput(replace(plan, plan=current), to_latent_dict(latents))
 

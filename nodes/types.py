@@ -35,10 +35,15 @@ class MMPLModelInfo:
 
 @dataclass(frozen=True)
 class PlanValue:
-    """MMPL_PLAN: a plan plus the prompt embeddings its segments' prompt labels refer to."""
+    """MMPL_PLAN: a plan plus the prompt embeddings its segments' prompt labels refer to.
+
+    changed: the segments that differ from the plan this one was edited or re-planned from (Keyframe Editor, Macro
+    Chain continuing a plan), for the browser's keyframe strip; None for a plan made from scratch.
+    """
 
     plan: Plan
     prompts: PromptBank
+    changed: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,13 @@ def test_layout_validation_context_and_terminal():
 def test_layout_unknown_name():
     with pytest.raises(LayoutError, match="unknown layout"):
         get_layout("wan-t2v-99")
+
+
+def test_keyframe_roles_name_the_anchor_groups():
+    from mmpl_core.keyframes import keyframe_roles
+
+    assert keyframe_roles(WAN_T2V) == {0: "initial", 1: "initial", 2: "early", 3: "early", 10: "mid", 11: "mid",
+                                       12: "mid", 19: "terminal", 20: "terminal"}
+    assert keyframe_roles(WAN_I2V) == keyframe_roles(WAN_T2V)
+    assert set(keyframe_roles(get_layout("wan-t2v-no-early")).values()) == {"initial", "mid", "terminal"}
+    assert list(keyframe_roles(mmpl_layout(13)).values()) == ["initial"] * 2 + ["early"] * 2 + ["mid"] * 2 + ["terminal"] * 2

@@ -44,6 +44,9 @@ def test_apply_edits_locks_rerolls_and_sets_where_replanning_starts(pipe, planne
     for k in (0, 1):  # before the re-roll nothing changes: segment 1 is locked, segment 0 precedes the edit
         assert _equal(replanned.segments[k].latents, planned.segments[k].latents)
     assert not _equal(replanned.segments[2].latents, planned.segments[2].latents)
+    assert edited.changed_segments(planned) == [2] and replanned.changed_segments(planned) == [2]
+    assert replanned.first_difference(planned) == 2 and planned.changed_segments(planned) == []
+    assert planned.extended(5, "more").changed_segments(planned) == [3, 4]
 
 
 def test_replace_edit_encodes_the_image_into_the_keyframe(pipe, planned):
@@ -105,9 +108,11 @@ def test_parallel_populate_equals_sequential_and_reports_failures(pipe, planned)
     sequential = pipe.populate(planned)
     config = planned.settings.sampler
     workers = [PopulateWorker(f"w{i}", SegmentSampler(pipe.model, config), pipe.prompt_fn(config)) for i in range(2)]
-    finished = []
-    parallel = populate_parallel(planned, workers, on_segment=lambda k, p: finished.append(k))
+    finished, started = [], []
+    parallel = populate_parallel(planned, workers, on_segment=lambda k, p: finished.append(k),
+                                 on_start=lambda k, worker: started.append((k, worker)))
     assert sorted(finished) == [0, 1, 2]
+    assert sorted(k for k, _ in started) == [0, 1, 2] and {w for _, w in started} <= {"w0", "w1"}
     for a, b in zip(sequential.segments, parallel.segments):
         assert _equal(a.latents, b.latents)
 

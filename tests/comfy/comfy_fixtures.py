@@ -1,7 +1,9 @@
-"""Fixtures for the tests against a real ComfyUI 0.3.75 (scripts/setup_comfy.sh puts it in .comfy/ComfyUI).
+"""Fixtures for the tests against a real ComfyUI 0.3.75 (scripts/setup_comfy.sh puts it in .comfy/ComfyUI), shared
+by tests/comfy/ and tests/browser/ through tests/conftest.py.
 
 One server per test session, started on a free port with a throw-away base directory whose
-``custom_nodes/mmpl_long_video`` is a symlink to this checkout. MMPL_SKIP_COMFY=1 skips every test here.
+``custom_nodes/mmpl_long_video`` is a symlink to this checkout. MMPL_SKIP_COMFY=1 skips every test that uses them.
+The HTTP client (requests, websocket-client: installed by setup_comfy.sh) is imported only when a server starts.
 """
 from __future__ import annotations
 
@@ -14,21 +16,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import requests
-from client import ComfyClient
-from models import populate_models
+
+if TYPE_CHECKING:
+    from client import ComfyClient
 
 REPO = Path(__file__).resolve().parents[2]
 COMFY_DIR = REPO / ".comfy" / "ComfyUI"
 PYTHON = REPO / ".venv" / "bin" / "python"
 PACK = "mmpl_long_video"
 STARTUP_TIMEOUT_S = 120
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "comfy: needs the real ComfyUI of scripts/setup_comfy.sh")
 
 
 @dataclass
@@ -90,6 +89,8 @@ def comfy_base_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def comfy_models(comfy_base_dir) -> Path:
     """The server's models folder, filled by tests/comfy/models.py before the server starts."""
+    from models import populate_models
+
     models_dir = comfy_base_dir / "models"
     populate_models(models_dir)
     return models_dir
@@ -98,6 +99,9 @@ def comfy_models(comfy_base_dir) -> Path:
 @pytest.fixture(scope="session")
 def comfy_server(comfy_install, comfy_base_dir, comfy_models) -> Iterator[ComfyServer]:
     """A ComfyUI server for the session, ready to serve (/system_stats answers) with the pack imported."""
+    import requests
+    from client import ComfyClient
+
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = comfy_base_dir / "server.log"

@@ -33,8 +33,10 @@ def tiny_plan_prompt(checkpoint: str, unet: str = TINY_T2V, **sampling) -> dict:
 
 
 def preview_bytes(server, result) -> bytes:
-    [image] = result.outputs["7"]["images"]
-    return server.client.view(image["filename"], image["subfolder"], image["type"])
+    """The keyframe images Keyframe Preview shows in its strip, one after the other."""
+    keyframes = result.outputs["7"]["mmpl_keyframes"]
+    assert keyframes
+    return b"".join(server.client.view(kf["filename"], kf["subfolder"], kf["type"]) for kf in keyframes)
 
 
 def error_of(result) -> str:
@@ -47,6 +49,8 @@ def test_mmpl_checkpoint_is_patched_into_a_stock_loaded_wan_model(comfy_server):
     patched = comfy_server.client.run(tiny_plan_prompt(f"mmpl/{TINY_MMPL}"))
     assert plain.error is None and patched.error is None, (plain.error, patched.error)
     assert preview_bytes(comfy_server, plain) != preview_bytes(comfy_server, patched)
+    # Micro Planner has no VAE here: its strip approximates the keyframes from the latents.
+    assert plain.outputs["5"]["mmpl_plan"][0]["approximate"] and len(plain.outputs["5"]["mmpl_keyframes"]) == 8
 
 
 def test_bad_models_and_checkpoints_fail_on_the_node_naming_the_input(comfy_server):
@@ -111,6 +115,9 @@ def test_plan_of_another_model_wrong_image_and_bad_edits_are_refused(comfy_serve
     edits["7"] = {"class_type": "MMPL_KeyframeEditor", "inputs": {"plan": ["6", 0], "edits": '[{"op": "lock", "segment": 4}]'}}
     message = error_of(comfy_server.client.run(with_output(edits, ["7", 0])))
     assert message.startswith("edits:") and "segments 0..0" in message
+    edits["7"]["inputs"].update(vae=["2", 0], edits='[{"op": "replace", "segment": 0, "frame": 2, "image": "../server.log"}]')
+    message = error_of(comfy_server.client.run(with_output(edits, ["7", 0])))
+    assert message.startswith("edits:") and "'../server.log' is not in ComfyUI's input folder" in message
 
 
 def test_interrupted_populate_keeps_finished_segments_and_resumes(comfy_server):

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from workflow_format import api_to_ui, ui_to_api
 
+from mmpl_core.keyframes import contact_sheet
 from mmpl_core.layout import get_layout
 from mmpl_core.stitch import stitched_frame_count
 
@@ -30,6 +32,8 @@ NODE_IDS = {
     "MMPL_VAEBridge", "MMPL_MultiGPUScheduler", "MMPL_ContentPopulator", "MMPL_DecodeVideo", "MMPL_KeyframePreview",
     "MMPL_KeyframeEditor", "MMPL_SavePlan", "MMPL_LoadPlan",
 }
+
+STRIP_NODES = {"MMPL_MicroPlanner", "MMPL_MacroChain", "MMPL_KeyframePreview", "MMPL_KeyframeEditor"}
 
 pytestmark = pytest.mark.comfy
 
@@ -112,14 +116,37 @@ def test_example_workflow_runs(comfy_server, first_frame, twin):
     assert frames.n_frames == stitched_frame_count(get_layout(layout), segments)
     assert frames.size == (64, 64)
 
-    previews = [k for k, v in prompt.items() if v["class_type"] == "MMPL_KeyframePreview"]
-    sheet = None
-    for node in previews:
-        [image] = result.outputs[node]["images"]
-        sheet = Image.open(io.BytesIO(comfy_server.client.view(image["filename"], image["subfolder"], image["type"])))
-        assert sheet.width > 64 * len(get_layout(layout).keyframes)  # one labelled thumbnail per keyframe
+    strips = [k for k, v in prompt.items() if v["class_type"] in STRIP_NODES]
+    assert strips and all(k in result.outputs for k in strips), "every planner, preview and editor shows a strip"
+    for node in strips:
+        check_strip(result.outputs[node], segments, get_layout(layout))
     if REGENERATE:
-        frames.seek(frames.n_frames // 2)
-        thumb = sheet.convert("RGB") if sheet is not None else frames.convert("RGB").resize((256, 256), Image.NEAREST)
+        preview = [k for k, v in prompt.items() if v["class_type"] == "MMPL_KeyframePreview"]
+        if preview:
+            thumb = Image.fromarray(strip_sheet(comfy_server.client, result.outputs[preview[-1]], get_layout(layout)))
+        else:
+            frames.seek(frames.n_frames // 2)
+            thumb = frames.convert("RGB").resize((256, 256), Image.NEAREST)
         thumb.thumbnail((512, 512))
         thumb.save(EXAMPLES / f"{twin.name.removesuffix('_api.json')}.jpg", quality=90)
+
+
+def check_strip(ui: dict, segments: int, layout) -> None:
+    """The `ui` a strip node sends (nodes/keyframe_ui.py): every keyframe of every segment, labelled."""
+    [plan] = ui["mmpl_plan"]
+    assert plan["segments"] == len(ui["mmpl_segments"]) and plan["frames"] == list(layout.keyframes)
+    assert plan["roles"][0] == "initial" and plan["roles"][-1] == "terminal" and not plan["approximate"]
+    planned = [s["segment"] for s in ui["mmpl_segments"] if s["status"] in ("planned", "populated")]
+    assert planned == list(range(plan["segments"])) and plan["segments"] in (1, segments)
+    keyframes = ui["mmpl_keyframes"]
+    assert [(kf["segment"], kf["frame"]) for kf in keyframes] == [(k, f) for k in planned for f in layout.keyframes]
+    assert all(kf["type"] == "temp" and kf["filename"].endswith(".png") and kf["time"] >= 0 for kf in keyframes)
+
+
+def strip_sheet(client, ui: dict, layout):
+    """The labelled contact sheet (as Keyframe Preview's output) of a strip's full-size keyframe images."""
+    rows = {}
+    for kf in ui["mmpl_keyframes"]:
+        image = np.array(Image.open(io.BytesIO(client.view(kf["filename"], kf["subfolder"], kf["type"]))).convert("RGB"))
+        rows.setdefault(kf["segment"], []).append(torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1)
+    return contact_sheet([torch.stack(r) for r in rows.values()], layout, ui["mmpl_plan"][0]["fps"], layout.keyframes)

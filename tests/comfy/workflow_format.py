@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+NODE_SIZE, STRIP_WIDTH, GAP, TITLE = (320, 260), 560, 40, 30  # a node's title bar lies above its pos
+# Nodes that show a keyframe strip (web/js/): the height of their other widgets; the strip adds a row per segment.
+STRIP_NODES = {"MMPL_MacroChain": 380, "MMPL_MicroPlanner": 380, "MMPL_KeyframePreview": 60, "MMPL_KeyframeEditor": 180}
 
 
 def ordered_inputs(info: dict) -> list[tuple[str, list, bool]]:
@@ -74,9 +77,24 @@ def _depths(prompt: dict) -> dict[str, int]:
     return depth
 
 
+def node_size(class_type: str, segments: int) -> tuple[int, int]:
+    """Room for a node's widgets, and for its keyframe strip once it ran (the browser grows it if it needs more)."""
+    if class_type not in STRIP_NODES:
+        return NODE_SIZE
+    return STRIP_WIDTH, STRIP_NODES[class_type] + 70 + 100 * (1 if class_type == "MMPL_MicroPlanner" else segments)
+
+
 def api_to_ui(prompt: dict, object_info: dict) -> dict:
-    """An API-format prompt → a UI-format workflow laid out in columns by graph depth."""
-    depth, rows = _depths(prompt), defaultdict(int)
+    """An API-format prompt → a UI-format workflow laid out in columns by graph depth, sized so that nodes do not
+    overlap once their keyframe strips are shown."""
+    depth = _depths(prompt)
+    segments = max([v["inputs"]["segments"] for v in prompt.values() if v["class_type"] == "MMPL_MacroChain"] or [1])
+    sizes = {nid: node_size(node["class_type"], segments) for nid, node in prompt.items()}
+    widths = defaultdict(int)
+    for nid, size in sizes.items():
+        widths[depth[nid]] = max(widths[depth[nid]], size[0])
+    column_x = {c: 40 + sum(widths[d] + GAP for d in range(c)) for c in widths}
+    column_y = defaultdict(lambda: 40)
     nodes, links, out_links = [], [], defaultdict(list)
     for nid, node in prompt.items():
         for name, value in node["inputs"].items():
@@ -99,11 +117,11 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                 inputs.append({"name": name, "type": spec[0], "link": link})
         outputs = [{"name": out_name, "type": kind, "links": out_links.get((nid, slot), [])}
                    for slot, (kind, out_name) in enumerate(zip(info["output"], info["output_name"]))]
-        column, row = depth[nid], rows[depth[nid]]
-        rows[column] += 1
+        column, size = depth[nid], sizes[nid]
+        y, column_y[column] = column_y[column], column_y[column] + size[1] + GAP + TITLE
         nodes.append({
             "id": int(nid), "type": node["class_type"], "title": node.get("_meta", {}).get("title", info["display_name"]),
-            "pos": [40 + 360 * column, 40 + 300 * row], "size": [320, 260], "flags": {}, "order": order, "mode": 0,
+            "pos": [column_x[column], y], "size": list(size), "flags": {}, "order": order, "mode": 0,
             "inputs": inputs, "outputs": outputs, "properties": {"cnr_id": "mmpl-long-video"},
             "widgets_values": widgets,
         })
