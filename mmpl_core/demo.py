@@ -48,6 +48,17 @@ class DemoBundle:
         )
 
 
+    def text_encoder(self):
+        """The hashed text encoder the DiT was trained with: its text_len, and the DiT's text width."""
+        from safetensors import safe_open
+
+        from .text import HashedTextEncoder
+
+        with safe_open(str(self.dit), "pt") as weights:
+            dim = weights.get_slice("text_embedding.0.weight").get_shape()[1]
+        return HashedTextEncoder(dim=dim, text_len=self.text_len)
+
+
 def available(directory: Path = DEMO_DIR) -> bool:
     return (directory / "demo.json").exists()
 
@@ -62,10 +73,8 @@ def load_demo_pipeline(mode: str = "mmpl", device: str = "cpu", dtype: torch.dty
     from .data.pca_latents import PCALatentSpace
     from .layout import get_layout
     from .pipeline import MMPLPipeline
-    from .text import HashedTextEncoder
 
     bundle = DemoBundle.load(mode)
     dit = load_wan_model(bundle.dit, dtype=dtype, device=device).eval()
     vae = PCALatentSpace.load(bundle.codec).to(device)
-    text = HashedTextEncoder(dim=dit.text_embedding[0].weight.shape[1], text_len=bundle.text_len)
-    return MMPLPipeline(dit, vae, get_layout(bundle.layout), text, negative_prompt="", device=device, dtype=dtype), bundle
+    return MMPLPipeline(dit, vae, get_layout(bundle.layout), bundle.text_encoder(), negative_prompt="", device=device, dtype=dtype), bundle

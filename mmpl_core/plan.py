@@ -183,6 +183,25 @@ class Plan:
         return changed + list(range(min(len(self), len(other)), max(len(self), len(other))))
 
 
+def parse_segment_selection(text: str | None, count: int) -> list[int]:
+    """'all' (or nothing) or 1-based segment numbers and ranges such as '1,3-5' → sorted 0-based indices."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return list(range(count))
+    chosen = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        lo, _, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"expected 'all' or 1-based numbers/ranges like '1,3-5', got {text!r}") from None
+        if not 1 <= first <= last <= count:
+            raise ValueError(f"{part.strip()!r} is outside 1..{count}")
+        chosen.update(range(first - 1, last))
+    return sorted(chosen)
+
+
 def _same_segment(a: SegmentPlan, b: SegmentPlan) -> bool:
     return (a.prompt, a.seed) == (b.prompt, b.seed) and _same_latents(a.latents, b.latents)
 

@@ -1,16 +1,36 @@
 """Content populating of planned segments, and decoding finished segments into one stitched video."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Iterator, Sequence
 
 import torch
 
 from .chain import PromptFn, SegmentCallback
-from .plan import Plan
+from .plan import Plan, SegmentPlan
 from .segment import SegmentSampler, StepCallback, populate_segment
 from .stitch import stitch, stitch_stream
 from .vae import WanVAE
+
+
+def segments_to_populate(plan: Plan, segments: Sequence[int] | None = None) -> list[int]:
+    """The given segments (default: all) that still need populating; an unplanned one is an error before any work."""
+    todo = [k for k in (range(len(plan)) if segments is None else segments) if plan.segments[k].status(plan.layout) != "populated"]
+    empty = [k for k in todo if plan.segments[k].status(plan.layout) == "empty"]
+    if empty:
+        raise ValueError(f"segment {empty[0]} is not planned; plan it before populating")
+    return todo
+
+
+def populate_one(plan: Plan, k: int, sampler: SegmentSampler, prompt_of: PromptFn, on_step=None) -> SegmentPlan:
+    """Segment k of `plan`, populated (the same result on any sampler over the same weights)."""
+    seg = plan.segments[k]
+    run = populate_segment(
+        sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
+        boundary_weight=plan.settings.boundary_weight, on_step=on_step,
+    )
+    return replace(seg, latents=run.result)
 
 
 def populate_plan(
@@ -26,19 +46,8 @@ def populate_plan(
 
     `on_segment(k, plan)` runs after each finished segment, so an interrupt keeps every finished segment.
     """
-    todo = range(len(plan)) if segments is None else segments
-    for k in todo:
-        seg = plan.segments[k]
-        status = seg.status(plan.layout)
-        if status == "populated":
-            continue
-        if status == "empty":
-            raise ValueError(f"segment {k} is not planned; plan it before populating")
-        run = populate_segment(
-            sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
-            boundary_weight=plan.settings.boundary_weight, on_step=on_step,
-        )
-        plan = plan.with_segment(k, replace(seg, latents=run.result))
+    for k in segments_to_populate(plan, segments):
+        plan = plan.with_segment(k, populate_one(plan, k, sampler, prompt_of, on_step))
         if on_segment is not None:
             on_segment(k, plan)
     return plan
@@ -66,8 +75,6 @@ def decode_video(plan: Plan, vae: WanVAE) -> torch.Tensor:
 def plan_identity(plan: Plan) -> str:
     """A short id of what a plan's populated frames depend on: model, layout, settings, and each segment's prompt,
     seed and keyframe latents. Front ends key on-disk caches of finished segments with it."""
-    import hashlib
-
     digest = hashlib.sha256(f"{plan.model_fingerprint}|{plan.layout.name}|{plan.settings!r}".encode())
     for seg in plan.segments:
         digest.update(f"|{seg.prompt}|{seg.seed}|".encode())

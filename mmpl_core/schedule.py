@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .chain import PromptFn, SegmentCallback
 from .plan import Plan
-from .segment import SegmentSampler, StepCallback, populate_segment
+from .populate import populate_one, segments_to_populate
+from .segment import SegmentSampler, StepCallback
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,7 @@ def populate_parallel(
     """
     if not workers:
         raise ValueError("populate_parallel needs at least one worker")
-    todo = [k for k in (range(len(plan)) if segments is None else segments) if plan.segments[k].status(plan.layout) != "populated"]
-    for k in todo:
-        if plan.segments[k].status(plan.layout) == "empty":
-            raise ValueError(f"segment {k} is not planned; plan it before populating")
+    todo = segments_to_populate(plan, segments)
     pending: queue.Queue[int] = queue.Queue()
     for k in todo:
         pending.put(k)
@@ -66,20 +64,16 @@ def populate_parallel(
                 k = pending.get_nowait()
             except queue.Empty:
                 return
-            seg = plan.segments[k]
             try:
                 if on_start is not None:
                     on_start(k, worker.name)
-                run = populate_segment(
-                    worker.sampler, plan.layout, worker.prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
-                    boundary_weight=plan.settings.boundary_weight, on_step=on_step,
-                )
+                done = populate_one(plan, k, worker.sampler, worker.prompt_of, on_step)
             except BaseException as err:  # noqa: BLE001 — handed to the caller's thread below
                 errors.append((worker.name, k, err))
                 stop.set()
                 return
             with lock:
-                state["plan"] = state["plan"].with_segment(k, replace(seg, latents=run.result))
+                state["plan"] = state["plan"].with_segment(k, done)
                 if on_segment is not None:
                     on_segment(k, state["plan"])
 

@@ -17,7 +17,7 @@ from mmpl_core.keyframes import contact_sheet, decode_keyframes, encode_keyframe
 
 from .comfy_adapters import ComfyWanVAE, conditioning_embedding, image_to_video_tensor, video_to_image
 from .keyframe_ui import strip_ui
-from .types import CATEGORY, MMPLPlan, PlanValue
+from .types import CATEGORY, MMPLPlan
 
 EDITS_EXAMPLE = '{"edits": []}'
 

@@ -11,7 +11,6 @@ from comfy_api.latest import io
 from mmpl_core.checkpoints import CheckpointError, load_matching_state_dict
 from mmpl_core.demo import DemoBundle
 from mmpl_core.layout import LAYOUTS, LayoutError, get_layout
-from mmpl_core.text import HashedTextEncoder
 
 from .types import CATEGORY, MMPLModel, MMPLModelInfo
 
@@ -105,7 +104,7 @@ class MMPLModelLoader(io.ComfyNode):
                 raise ValueError("model: the demo checkpoints bring their own DiT; disconnect the model input")
             model, bundle = load_demo_dit(DEMO_CHOICES[checkpoint])
             default_layout, name = bundle.layout, checkpoint
-            text_encoder = HashedTextEncoder(dim=4096, text_len=bundle.text_len)
+            text_encoder = bundle.text_encoder()
         elif model is None:
             raise ValueError("model: connect a Wan2.1 T2V model (Load Diffusion Model), or choose a demo checkpoint")
         else:
@@ -154,5 +153,5 @@ class MMPLDemoTextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, text) -> io.NodeOutput:
-        encoder = HashedTextEncoder(dim=4096, text_len=DemoBundle.load("mmpl").text_len)
+        encoder = DemoBundle.load("mmpl").text_encoder()
         return io.NodeOutput([[encoder.encode(text), {}]])

@@ -7,7 +7,6 @@ from comfy_api.latest import io
 from mmpl_core.plan import GenerationSettings, Plan
 from mmpl_core.prompt_bank import PromptBank
 from mmpl_core.sampling import SamplerConfig
-from mmpl_core.text import HashedTextEncoder
 
 from .comfy_adapters import (
     ComfyWanVAE, NodeProgress, conditioning_embedding, image_to_video_tensor, load_pipeline, node_id,
@@ -62,14 +61,12 @@ def first_frame(image, vae: ComfyWanVAE | None, settings: GenerationSettings):
 
 
 def settings_of(seed, steps, cfg, shift, sampler, width, height, bridge=None) -> GenerationSettings:
-    try:
-        return GenerationSettings(
-            seed=seed, height=height, width=width, sampler=SamplerConfig(sampler, steps, shift, cfg),
-            bridge=bridge.mode if bridge is not None else "vae",
-            color_anchor=bridge.color_anchor if bridge is not None else 0.0,
-        )
-    except ValueError as err:
-        raise ValueError(f"width/height: {err}") from err
+    """The plan's settings from the node's widgets (a bad value raises a ValueError naming its field)."""
+    return GenerationSettings(
+        seed=seed, height=height, width=width, sampler=SamplerConfig(sampler, steps, shift, cfg),
+        bridge=bridge.mode if bridge is not None else "vae",
+        color_anchor=bridge.color_anchor if bridge is not None else 0.0,
+    )
 
 
 def plan_segments(pipeline, plan: Plan, start: int, node_id) -> Plan:
@@ -101,7 +98,7 @@ class MMPLSegmentPrompts(io.ComfyNode):
         if clip is None:
             from mmpl_core.demo import DemoBundle
 
-            encoder = HashedTextEncoder(dim=4096, text_len=DemoBundle.load("mmpl").text_len)
+            encoder = DemoBundle.load("mmpl").text_encoder()
             embeddings = tuple(encoder.encode(line) for line in lines)
         else:
             embeddings = tuple(

@@ -9,8 +9,9 @@ import torch
 import folder_paths
 from comfy_api.latest import io
 
+from mmpl_core.plan import parse_segment_selection
 from mmpl_core.plan_store import PlanFileError, PlanStore
-from mmpl_core.populate import adopt_populated, decode_segments, plan_identity
+from mmpl_core.populate import adopt_populated, decode_segments, plan_identity, segments_to_populate
 from mmpl_core.schedule import PopulateWorker, populate_parallel
 from mmpl_core.segment import SegmentSampler
 from mmpl_core.stitch import stitch_stream
@@ -19,24 +20,7 @@ from .comfy_adapters import (
     INTERRUPT, ComfyWanVAE, NodeProgress, check_interrupt, load_pipeline, node_id, to_latent_dict, video_to_image,
 )
 from .keyframe_ui import SegmentProgress
-from .types import CATEGORY, BridgeSettings, DeviceSet, MMPLBridge, MMPLDevices, MMPLModel, MMPLPlan, PlanValue
-
-
-def parse_segments(text: str, count: int) -> list[int]:
-    """'all' or 1-based numbers and ranges ('1,3-5') → 0-based segment indices."""
-    if text.strip().lower() in ("", "all"):
-        return list(range(count))
-    chosen = set()
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            first, last = int(lo), int(hi or lo)
-        except ValueError:
-            raise ValueError(f"segments: expected 'all' or numbers/ranges like '1,3-5', got {text!r}") from None
-        if not 1 <= first <= last <= count:
-            raise ValueError(f"segments: {part.strip()!r} is outside 1..{count}")
-        chosen.update(range(first - 1, last))
-    return sorted(chosen)
+from .types import CATEGORY, BridgeSettings, DeviceSet, MMPLBridge, MMPLDevices, MMPLModel, MMPLPlan
 
 
 def cache_store(plan) -> PlanStore:
@@ -141,7 +125,10 @@ class MMPLContentPopulator(io.ComfyNode):
 
     @classmethod
     def execute(cls, mmpl_model, plan, segments, devices=None) -> io.NodeOutput:
-        chosen = parse_segments(segments, len(plan.plan))
+        try:
+            chosen = parse_segment_selection(segments, len(plan.plan))
+        except ValueError as err:
+            raise ValueError(f"segments: {err}") from err
         pipeline = load_pipeline(mmpl_model, None, plan.prompts, plan.plan.negative_prompt)
         try:
             pipeline.check_plan(plan.plan)
@@ -153,7 +140,10 @@ class MMPLContentPopulator(io.ComfyNode):
                 current = adopt_populated(current, store.load())
             except PlanFileError:
                 pass  # a damaged cache is simply recomputed
-        todo = [k for k in chosen if current.segments[k].status(current.layout) != "populated"]
+        try:
+            todo = segments_to_populate(current, chosen)
+        except ValueError as err:
+            raise ValueError(f"plan: {err}") from err
         progress = NodeProgress(pipeline.steps_per_segment(current, "populate") * len(todo), node_id(cls))
         shown, finished = SegmentProgress(current, node_id(cls)), set()  # the browser's strips follow along
         for k in chosen:

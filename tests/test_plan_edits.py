@@ -132,3 +132,14 @@ def test_adopt_populated_takes_matching_finished_segments_only(pipe, planned):
     rerolled = planned.reroll(2, 5)
     assert plan_identity(rerolled) != plan_identity(planned)
     assert adopt_populated(rerolled, populated).statuses() == ["populated", "planned", "empty"]
+
+
+def test_segment_selection_reads_all_numbers_and_ranges():
+    from mmpl_core.plan import parse_segment_selection
+
+    assert parse_segment_selection("all", 4) == parse_segment_selection(None, 4) == [0, 1, 2, 3]
+    assert parse_segment_selection("1,3-4", 5) == [0, 2, 3] and parse_segment_selection("2,", 3) == [1]
+    with pytest.raises(ValueError, match="outside 1..3"):
+        parse_segment_selection("2-4", 3)
+    with pytest.raises(ValueError, match="1-based numbers"):
+        parse_segment_selection("one", 3)

@@ -1,7 +1,6 @@
 """`mmpl generate`, `mmpl plan`, `mmpl populate`, `mmpl edit`: long videos with plans kept on disk."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -189,16 +188,12 @@ def run_plan(args) -> int:
 
 
 def _segment_numbers(text: str | None, count: int) -> list[int] | None:
-    if text is None:
-        return None
+    from ..plan import parse_segment_selection
+
     try:
-        numbers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise CLIError(f"--segments expects 1-based numbers like 1,3, got {text!r}") from None
-    bad = [n for n in numbers if not 1 <= n <= count]
-    if bad:
-        raise CLIError(f"--segments: {bad} outside 1..{count}")
-    return [n - 1 for n in numbers]
+        return None if text is None else parse_segment_selection(text, count)
+    except ValueError as err:
+        raise CLIError(f"--segments: {err}") from err
 
 
 @_interruptible
