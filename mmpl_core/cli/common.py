@@ -15,6 +15,7 @@ class CLIError(SystemExit):
 
 
 RANDOM = "random:"
+DEMO_MODELS = {"demo": "mmpl", "demo:ar": "ar"}  # --model value → the demo bundle's entry
 # Defaults when no demo bundle says otherwise (the demo model's demo.json carries its own).
 FALLBACK = {"steps": 20, "shift": 5.0, "cfg": 5.0, "size": (64, 64), "layout": "mmpl-t2v-21"}
 
@@ -29,10 +30,9 @@ def add_sampler_args(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="demo",
-                   help="'demo' (the embedded demo model), a checkpoint file/folder, or random:SIZE for seeded "
-                        "random weights (random:tiny, random:demo, random:micro, random:1.3B, random:14B)")
-    p.add_argument("--mode", choices=("mmpl", "ar"), default="mmpl",
-                   help="with --model demo: the MMPL model or the autoregressive baseline")
+                   help="'demo' (the embedded MMPL demo model), 'demo:ar' (its autoregressive baseline), a checkpoint "
+                        "file/folder, or random:SIZE for seeded random weights (random:tiny, random:demo, "
+                        "random:micro, random:1.3B, random:14B)")
     p.add_argument("--model-seed", type=int, default=0, help="seed of random weights (--model random:SIZE)")
     p.add_argument("--ema", action="store_true", help="use 'generator_ema' of an official MMPL .pt checkpoint")
     p.add_argument("--vae", help="a Wan2.1 VAE (diffusers folder or single file); default: a tiny random VAE")
@@ -86,12 +86,12 @@ def build_pipeline(args: argparse.Namespace):
     from ..text import HashedTextEncoder
 
     dtype = getattr(torch, args.dtype)
-    if args.model == "demo":
+    if args.model in DEMO_MODELS:
         from .. import demo
 
         if not demo.available():
             raise CLIError(f"the embedded demo model is missing from {demo.DEMO_DIR}; pass --model PATH or random:SIZE")
-        pipe, bundle = demo.load_demo_pipeline(args.mode, device=args.device, dtype=dtype)
+        pipe, bundle = demo.load_demo_pipeline(DEMO_MODELS[args.model], device=args.device, dtype=dtype)
         _fill_defaults(args, {"steps": bundle.steps, "shift": bundle.shift, "cfg": bundle.guidance,
                               "size": (bundle.size, bundle.size), "layout": bundle.layout})
         if args.vae is not None or get_layout(args.layout) != pipe.layout:
