@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 
 from .bridge import anchor_colour, naive_bridge, vae_bridge
-from .plan import Plan
-from .segment import Prompt, SegmentLatents, SegmentSampler, StepCallback, plan_segment
+from .plan import Plan, SegmentPlan
+from .segment import BranchExchange, Prompt, SegmentLatents, SegmentSampler, StepCallback, plan_segment
 from .vae import WanVAE
 
 PromptFn = Callable[[str], Prompt]
@@ -22,13 +22,13 @@ SegmentCallback = Callable[[int, Plan], None]
 
 def segment_context(plan: Plan, k: int, vae: WanVAE | None) -> torch.Tensor | None:
     """The clean first latents [C, k, h, w] of segment k: the input image's latent (first segment, I2V), nothing
-    (first segment, T2V), or the bridge of segment k−1's terminal keyframes."""
+    (first segment, T2V), or the bridge of segment k−1's hand-off keyframes (terminal, or midpoint)."""
     if k == 0:
         return plan.image_latent
     previous = plan.segments[k - 1].latents
-    if previous is None or not set(plan.layout.terminal) | {0} <= previous.known:
+    if previous is None or not set(plan.handoff_frames) | {0} <= previous.known:
         raise ValueError(f"segment {k} needs segment {k - 1} to be planned first")
-    terminal = previous.latents[:, list(plan.layout.terminal)]
+    terminal = previous.latents[:, list(plan.handoff_frames)]
     if plan.settings.bridge == "vae":
         if vae is None:
             raise ValueError("the VAE bridge needs a VAE")
@@ -70,28 +70,48 @@ def plan_chain(
     seconds = {} if seconds is None else seconds
     if not 0 <= start <= len(plan):
         raise IndexError(f"start segment {start} is outside 0..{len(plan)}")
-    layout = plan.layout
     for k in range(start, len(plan)):
-        seg = plan.segments[k]
         tick = time.perf_counter()
         context = segment_context(plan, k, vae)
         tock = time.perf_counter()
         seconds["bridge"] = seconds.get("bridge", 0.0) + tock - tick
-        if seg.locked and seg.latents is not None:
-            latents = seg.latents if context is None else _with_context(seg.latents, context, layout.keyframes)
-        else:
-            run = plan_segment(
-                sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
-                seed=seg.seed, segment=k, context=context, on_step=on_step,
-            )
-            latents = run.result
-            if seg.latents is not None and _same_keyframes(seg.latents, latents, layout.keyframes):
-                latents = seg.latents
+        plan = plan.with_segment(k, plan_one(plan, k, sampler, prompt_of, context, on_step=on_step))
         seconds["plan"] = seconds.get("plan", 0.0) + time.perf_counter() - tock
-        plan = plan.with_segment(k, replace(seg, latents=latents))
         if on_segment is not None:
             on_segment(k, plan)
     return plan
+
+
+def plan_one(
+    plan: Plan,
+    k: int,
+    sampler: SegmentSampler,
+    prompt_of: PromptFn,
+    context: torch.Tensor | None,
+    *,
+    on_step: StepCallback | None = None,
+    exchange: BranchExchange | None = None,
+) -> SegmentPlan:
+    """Segment k (micro) planned from its first latents `context` (`segment_context`).
+
+    A locked segment keeps its micro plan under the new context; a re-planned one whose keyframes come out
+    unchanged keeps its populated frames. `exchange` shares the guided plan chunks with a partner device
+    (plan_cfg "split" only)."""
+    seg, layout = plan.segments[k], plan.layout
+    if seg.locked and seg.latents is not None:
+        latents = seg.latents if context is None else _with_context(seg.latents, context, layout.keyframes)
+        return replace(seg, latents=latents)
+    split = plan.settings.plan_cfg == "split"
+    if exchange is not None and not split:
+        raise ValueError("sharing a plan chunk between devices needs plan_cfg='split'")
+    run = plan_segment(
+        sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
+        seed=seg.seed, segment=k, context=context, on_step=on_step, split_cfg=split, exchange=exchange,
+    )
+    latents = run.result
+    if seg.latents is not None and _same_keyframes(seg.latents, latents, layout.keyframes):
+        latents = seg.latents
+    return replace(seg, latents=latents)
 
 
 def _same_keyframes(old: SegmentLatents, new: SegmentLatents, keyframes) -> bool:

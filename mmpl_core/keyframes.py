@@ -68,7 +68,8 @@ def to_uint8_image(image: torch.Tensor) -> np.ndarray:
 
 
 def contact_sheet(
-    rows: Sequence[torch.Tensor], layout: SegmentLayout, fps: int, frames: Sequence[int], scale: int = 2
+    rows: Sequence[torch.Tensor], layout: SegmentLayout, fps: int, frames: Sequence[int], scale: int = 2,
+    handoff: str = "terminal",
 ) -> np.ndarray:
     """A grid of keyframe previews: one row per segment ([K, 3, H, W] each), labelled with segment, latent index and
     time in seconds. Returns uint8 [H', W', 3]."""
@@ -88,5 +89,5 @@ def contact_sheet(
             x = 40 + i * (tw + margin)
             thumb = Image.fromarray(to_uint8_image(image)).resize((tw, th), Image.NEAREST)
             sheet.paste(thumb, (x, y))
-            draw.text((x, y + th), f"f{frame} {keyframe_time(layout, k, frame, fps):.1f}s", fill=(170, 170, 170))
+            draw.text((x, y + th), f"f{frame} {keyframe_time(layout, k, frame, fps, handoff):.1f}s", fill=(170, 170, 170))
     return np.asarray(sheet)

@@ -38,8 +38,11 @@ class SegmentLayout:
 
     context_frames: the leading frames that the previous segment's bridge (or an input image) supplies as clean
         latents; in the first T2V segment they are generated instead.
-    terminal: the frames handed to the VAE bridge to start the next segment.
+    terminal: the frames handed to the VAE bridge to start the next segment (maximum-throughput scheduling).
     image_frames: the leading frames an input image supplies in image-to-video (0 for T2V layouts).
+    midpoint: the two midpoint keyframes that start the next segment in minimum-memory scheduling, where each
+        segment is kept only up to them (its tail, the group with the deepest context, is never populated); empty if
+        the layout has no such pair.
     """
 
     name: str
@@ -48,6 +51,7 @@ class SegmentLayout:
     context_frames: int = 2
     terminal: tuple[int, ...] = ()
     image_frames: int = 0
+    midpoint: tuple[int, ...] = ()
     _group_of: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -125,8 +129,11 @@ class SegmentLayout:
                 raise LayoutError(f"{where}: {what}={count} does not end on a group boundary")
             if count and not prefix <= set(self.keyframes):
                 raise LayoutError(f"{where}: {what}={count} reaches past the plan phase")
-        if not set(self.terminal) <= set(self.keyframes):
-            raise LayoutError(f"{where}: terminal frames {self.terminal} must be produced in the plan phase")
+        for what, frames in (("terminal", self.terminal), ("midpoint", self.midpoint)):
+            if not set(frames) <= set(self.keyframes):
+                raise LayoutError(f"{where}: {what} frames {frames} must be produced in the plan phase")
+        if self.midpoint and len(self.midpoint) != self.context_frames:
+            raise LayoutError(f"{where}: midpoint {self.midpoint} must hold context_frames={self.context_frames} frames")
 
     def describe(self) -> str:
         return " → ".join(f"{g.name}{list(g.frames)}" for g in self.groups)
@@ -194,6 +201,7 @@ def mmpl_layout(
         context_frames=initial,
         terminal=term_f,
         image_frames=1 if image_to_video else 0,
+        midpoint=mid_f[-initial:] if mid >= initial else (),
     )
 
 

@@ -18,6 +18,12 @@ from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
 BRIDGES = ("vae", "naive")
+# What starts segment k+1: segment k's terminal keyframes (maximum throughput: every frame of a segment is kept) or its
+# midpoint keyframes (minimum memory peak: a segment is kept up to its midpoint and its deepest-context tail is skipped).
+HANDOFFS = ("terminal", "midpoint")
+# How plan chunks evaluate classifier-free guidance: one batch-2 forward (fastest on one device) or one batch-1
+# forward per branch (the official code's numerics), which lets two devices share a plan chunk.
+PLAN_CFG = ("batched", "split")
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,16 @@ class GenerationSettings:
     color_anchor: float = 0.0
     boundary_weight: float = 0.0
     fps: int = 16
+    handoff: str = "terminal"
+    plan_cfg: str = "batched"
 
     def __post_init__(self):
         if self.bridge not in BRIDGES:
             raise ValueError(f"bridge must be one of {BRIDGES}, got {self.bridge!r}")
+        if self.handoff not in HANDOFFS:
+            raise ValueError(f"handoff must be one of {HANDOFFS}, got {self.handoff!r}")
+        if self.plan_cfg not in PLAN_CFG:
+            raise ValueError(f"plan_cfg must be one of {PLAN_CFG}, got {self.plan_cfg!r}")
         if not 0.0 <= self.color_anchor <= 1.0:
             raise ValueError(f"color_anchor must lie in [0, 1], got {self.color_anchor}")
         if not 0.0 <= self.boundary_weight < 1.0:
@@ -70,10 +82,11 @@ class SegmentPlan:
     latents: SegmentLatents | None = None
     locked: bool = False
 
-    def status(self, layout: SegmentLayout) -> str:
+    def status(self, layout: SegmentLayout, required: Sequence[int] | None = None) -> str:
+        """empty, partial, planned, or populated (every frame in `required`, default all, is known)."""
         if self.latents is None:
             return "empty"
-        if self.latents.known >= frozenset(range(layout.num_frames)):
+        if self.latents.known >= frozenset(range(layout.num_frames) if required is None else required):
             return "populated"
         return "planned" if self.latents.known >= frozenset(layout.keyframes) else "partial"
 
@@ -110,6 +123,9 @@ class Plan:
             raise ValueError(f"layout {layout.name} is text-to-video; an input image needs an image-to-video layout")
         if image_latent is None and layout.image_frames:
             raise ValueError(f"layout {layout.name} is image-to-video and needs an input image")
+        if settings.handoff == "midpoint" and not layout.midpoint:
+            raise ValueError(f"layout {layout.name} has no midpoint keyframe pair; the midpoint handoff (memory mode) "
+                             "needs one (use the terminal handoff, throughput mode)")
         segments = tuple(SegmentPlan(p, settings.seed) for p in prompts)
         return cls(layout, settings, segments, model_fingerprint, negative_prompt, image_latent)
 
@@ -117,7 +133,19 @@ class Plan:
         return len(self.segments)
 
     def statuses(self) -> list[str]:
-        return [s.status(self.layout) for s in self.segments]
+        return [self.status(k) for k in range(len(self.segments))]
+
+    def status(self, k: int) -> str:
+        return self.segments[k].status(self.layout, self.required_frames(k))
+
+    def required_frames(self, k: int) -> tuple[int, ...]:
+        """The latent frames segment k contributes to the video (see `required_frames`)."""
+        return required_frames(self.layout, self.settings.handoff, k, len(self.segments))
+
+    @property
+    def handoff_frames(self) -> tuple[int, ...]:
+        """The keyframes of segment k that the bridge turns into segment k+1's first latents."""
+        return self.layout.midpoint if self.settings.handoff == "midpoint" else self.layout.terminal
 
     # --- operations (each returns a new plan) --------------------------------------------------------------------
     def _check(self, k: int) -> None:
@@ -168,7 +196,7 @@ class Plan:
         prompt) or that is locked (hand-edited: the segments after it follow its new keyframes); len(plan) if none.
         Re-planning keeps locked micro plans, and populated frames of segments whose keyframes come out unchanged."""
         for k, seg in enumerate(self.segments):
-            if seg.locked or seg.status(self.layout) in ("empty", "partial"):
+            if seg.locked or self.status(k) in ("empty", "partial"):
                 return k
         return len(self.segments)
 
@@ -181,6 +209,16 @@ class Plan:
         """Segments whose prompt, seed or latents differ from `other`'s, plus those only one of the plans has."""
         changed = [k for k, (a, b) in enumerate(zip(self.segments, other.segments)) if not _same_segment(a, b)]
         return changed + list(range(min(len(self), len(other)), max(len(self), len(other))))
+
+
+def required_frames(layout: SegmentLayout, handoff: str, k: int, num_segments: int) -> tuple[int, ...]:
+    """Latent frames of segment k that end up in the video: all of them, except with the midpoint handoff, where a
+    segment other than the last stops at its midpoint keyframes (the next segment starts from them)."""
+    if handoff == "midpoint" and k < num_segments - 1:
+        if not layout.midpoint:
+            raise ValueError(f"layout {layout.name} has no midpoint keyframe pair; use the terminal handoff")
+        return tuple(range(layout.midpoint[-1] + 1))
+    return tuple(range(layout.num_frames))
 
 
 def parse_segment_selection(text: str | None, count: int) -> list[int]:

@@ -25,11 +25,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .layout import get_layout
-from .plan import GenerationSettings, Plan, SegmentPlan
+from .plan import GenerationSettings, Plan, SegmentPlan, required_frames
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
-FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 1, "plan.json"
+FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 2, "plan.json"
 MAX_FILE_BYTES = 4 << 30  # a tensor file larger than this is refused before it is read
 MAX_JSON_BYTES = 64 << 20
 MAX_LAYOUT_FRAMES = 1024  # keeps get_layout("mmpl-t2v-<huge>") from building a gigantic layout
@@ -44,7 +44,10 @@ _DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
 # The schema of plan.json: a dict is an object with exactly these keys, [spec] a list of spec, "T?" T or null.
 _SAMPLER = {"solver": "str", "steps": "int", "shift": "float", "guidance": "float"}
 _SETTINGS = {"seed": "int>=0", "height": "int", "width": "int", "bridge": "str", "color_anchor": "float",
-             "boundary_weight": "float", "fps": "int", "sampler": _SAMPLER}
+             "boundary_weight": "float", "fps": "int", "handoff": "str", "plan_cfg": "str", "sampler": _SAMPLER}
+# Settings added in format version 2, with the values that version-1 plan folders were made with.
+_SETTINGS_ADDED = {"handoff": "terminal", "plan_cfg": "batched"}
+_READABLE_VERSIONS = (1, FORMAT_VERSION)
 _SEGMENT = {"prompt": "str", "seed": "int>=0", "locked": "bool", "status": "str", "file": "str?",
             "known_frames": ["int"]}
 _SCHEMA = {"format": "str", "format_version": "int", "layout": "str", "num_frames": "int", "latent_shape": ["int"],
@@ -158,7 +161,7 @@ def _plan_doc(plan: Plan) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
         image_file = f"image.{_digest(image)}.safetensors"
         files[image_file] = {"image_latent": image}
     for k, seg in enumerate(plan.segments):
-        entry = {"prompt": seg.prompt, "seed": seg.seed, "locked": seg.locked, "status": seg.status(layout),
+        entry = {"prompt": seg.prompt, "seed": seg.seed, "locked": seg.locked, "status": plan.status(k),
                  "file": None, "known_frames": []}
         if seg.latents is not None:
             known, latents = sorted(seg.latents.known), seg.latents.latents.detach()
@@ -222,10 +225,13 @@ def load_plan(directory, *, expected_fingerprint: str | None = None, expected_la
     _require(directory.is_dir(), f"{directory}: plan folder not found (expected a directory holding {PLAN_FILE})")
     file = directory / PLAN_FILE
     doc = _parse_json(_read_file(file, directory, MAX_JSON_BYTES), file, "plan file")
-    for key, value in (("format", FORMAT), ("format_version", FORMAT_VERSION)):
+    for key, values in (("format", (FORMAT,)), ("format_version", _READABLE_VERSIONS)):
         found = doc.get(key) if isinstance(doc, dict) else doc
-        _require(type(found) is type(value) and found == value,
-                 f"{file}: field {key} expected {value!r}, found {_brief(found)} (not a supported plan folder)")
+        _require(type(found) is type(values[-1]) and found in values,
+                 f"{file}: field {key} expected {' or '.join(map(repr, values))}, found {_brief(found)} "
+                 "(not a supported plan folder)")
+    if doc["format_version"] == 1 and isinstance(doc.get("settings"), dict):
+        doc["settings"] = {**doc["settings"], **_SETTINGS_ADDED}
     _check_schema(doc, _SCHEMA, "<root>", file)
     name, match = doc["layout"], _LAYOUT_RE.fullmatch(doc["layout"])
     try:
@@ -259,11 +265,17 @@ def load_plan(directory, *, expected_fingerprint: str | None = None, expected_la
     if image_file is not None:
         image = _read_tensors(directory, f"{file}: field image_file", image_file, "image",
                               {"image_latent": ("F32", [c, layout.image_frames, h, w])})["image_latent"]
-    segments = tuple(_load_segment(directory, file, k, entry, layout, shape) for k, entry in enumerate(doc["segments"]))
+    count = len(doc["segments"])
+    try:
+        required = [required_frames(layout, settings.handoff, k, count) for k in range(count)]
+    except ValueError as e:
+        raise PlanFileError(f"{file}: field settings.handoff: {e}") from None
+    segments = tuple(_load_segment(directory, file, k, entry, layout, shape, required[k])
+                     for k, entry in enumerate(doc["segments"]))
     return Plan(layout, settings, segments, doc["model_fingerprint"], doc["negative_prompt"], image)
 
 
-def _load_segment(directory: Path, file: Path, k: int, entry: dict, layout, shape) -> SegmentPlan:
+def _load_segment(directory: Path, file: Path, k: int, entry: dict, layout, shape, required) -> SegmentPlan:
     where, (c, h, w), known, name = f"{file}: field segments[{k}]", shape, entry["known_frames"], entry["file"]
     _require(known == sorted(set(known)) and all(0 <= f < layout.num_frames for f in known) and (name or not known),
              f"{where}.known_frames expected sorted distinct frames < {layout.num_frames} (none without a file), "
@@ -278,8 +290,8 @@ def _load_segment(directory: Path, file: Path, k: int, entry: dict, layout, shap
         full[:, known] = tensors["latents"]
         latents = SegmentLatents(full, frozenset(known))
     segment = SegmentPlan(entry["prompt"], entry["seed"], latents, entry["locked"])
-    _require(segment.status(layout) == entry["status"],
-             f"{where}.status expected {segment.status(layout)!r} (from its frames), found {entry['status']!r}")
+    status = segment.status(layout, required)
+    _require(status == entry["status"], f"{where}.status expected {status!r} (from its frames), found {entry['status']!r}")
     return segment
 
 

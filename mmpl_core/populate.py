@@ -16,8 +16,8 @@ from .vae import WanVAE
 
 def segments_to_populate(plan: Plan, segments: Sequence[int] | None = None) -> list[int]:
     """The given segments (default: all) that still need populating; an unplanned one is an error before any work."""
-    todo = [k for k in (range(len(plan)) if segments is None else segments) if plan.segments[k].status(plan.layout) != "populated"]
-    empty = [k for k in todo if plan.segments[k].status(plan.layout) == "empty"]
+    todo = [k for k in (range(len(plan)) if segments is None else segments) if plan.status(k) != "populated"]
+    empty = [k for k in todo if plan.status(k) == "empty"]
     if empty:
         raise ValueError(f"segment {empty[0]} is not planned; plan it before populating")
     return todo
@@ -28,7 +28,7 @@ def populate_one(plan: Plan, k: int, sampler: SegmentSampler, prompt_of: PromptF
     seg = plan.segments[k]
     run = populate_segment(
         sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
-        boundary_weight=plan.settings.boundary_weight, on_step=on_step,
+        boundary_weight=plan.settings.boundary_weight, on_step=on_step, frames=plan.required_frames(k),
     )
     return replace(seg, latents=run.result)
 
@@ -56,10 +56,17 @@ def populate_plan(
 @torch.no_grad()
 def decode_segments(plan: Plan, vae: WanVAE) -> Iterator[torch.Tensor]:
     """Decode populated segments one at a time → [3, T, H, W] in [-1, 1] each (memory stays one segment)."""
-    for k, seg in enumerate(plan.segments):
-        if seg.status(plan.layout) != "populated":
-            raise ValueError(f"segment {k} is not populated ({seg.status(plan.layout)})")
-        yield vae.decode(seg.latents.latents[None].to(vae.device))[0].float().cpu()
+    for k in range(len(plan)):
+        yield decode_segment(plan, k, vae)
+
+
+@torch.no_grad()
+def decode_segment(plan: Plan, k: int, vae: WanVAE) -> torch.Tensor:
+    """The pixel frames [3, T, H, W] in [-1, 1] of segment k's latents that the video keeps (`plan.required_frames`)."""
+    if plan.status(k) != "populated":
+        raise ValueError(f"segment {k} is not populated ({plan.status(k)})")
+    frames = list(plan.required_frames(k))
+    return vae.decode(plan.segments[k].latents.latents[:, frames][None].to(vae.device))[0].float().cpu()
 
 
 def decode_stream(plan: Plan, vae: WanVAE) -> Iterator[torch.Tensor]:
@@ -91,7 +98,7 @@ def adopt_populated(plan: Plan, stored: Plan) -> Plan:
     if len(stored) != len(plan) or stored.layout != plan.layout or stored.model_fingerprint != plan.model_fingerprint:
         return plan
     for k, (seg, old) in enumerate(zip(plan.segments, stored.segments)):
-        if seg.latents is None or old.status(plan.layout) != "populated" or (seg.prompt, seg.seed) != (old.prompt, old.seed):
+        if seg.latents is None or stored.status(k) != "populated" or (seg.prompt, seg.seed) != (old.prompt, old.seed):
             continue
         frames = sorted(seg.latents.known)
         if torch.equal(seg.latents.latents[:, frames], old.latents.latents[:, frames]):

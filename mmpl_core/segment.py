@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -57,8 +57,20 @@ class GroupTiming:
 
 @dataclass
 class SegmentRun:
+    """result: the segment after the run; cache_bytes: the KV cache's size at its fullest (all CFG branches)."""
+
     result: SegmentLatents
     timings: list[GroupTiming] = field(default_factory=list)
+    cache_bytes: int = 0
+
+
+class BranchExchange(Protocol):
+    """Two devices sharing one guided chunk: each evaluates one CFG branch (0 = conditional, 1 = unconditional)."""
+
+    branch: int
+
+    def swap(self, mine: torch.Tensor) -> torch.Tensor:
+        """Send this device's branch output, return the other device's (same shape)."""
 
 
 @dataclass
@@ -72,7 +84,8 @@ class Prompt:
 class SegmentSampler:
     """Denoises the groups of a segment with one Wan2.1 module tree.
 
-    Classifier-free guidance runs as one batch-2 forward (conditional, unconditional) over a shared KV cache.
+    Classifier-free guidance runs as one batch-2 forward (conditional, unconditional) over a shared KV cache, or
+    (split_cfg) as one batch-1 forward per branch, possibly on two devices.
     """
 
     def __init__(
@@ -90,15 +103,17 @@ class SegmentSampler:
         self.device = torch.device(device)
         self.dtype = dtype
         self.attention_backend = attention_backend
-        self._text_cache: dict[int, tuple[Prompt, TextContext]] = {}
+        self._text_cache: dict[tuple[int, int | None], tuple[Prompt, TextContext]] = {}
 
     @property
     def guided(self) -> bool:
         return self.sampler.guidance != 1.0
 
-    def text_context(self, prompt: Prompt) -> TextContext:
-        """Cross-attention K/V for a prompt, computed once and reused by every chunk that uses the same prompt."""
-        cached = self._text_cache.get(id(prompt))
+    def text_context(self, prompt: Prompt, branch: int | None = None) -> TextContext:
+        """Cross-attention K/V for a prompt, computed once and reused by every chunk that uses the same prompt:
+        both CFG branches as a batch of 2 (branch None), or one branch (0 conditional, 1 unconditional)."""
+        key = (id(prompt), branch)
+        cached = self._text_cache.get(key)
         if cached is not None and cached[0] is prompt:
             return cached[1]
         embeds = [prompt.positive]
@@ -106,11 +121,20 @@ class SegmentSampler:
             if prompt.negative is None:
                 raise ValueError(f"guidance {self.sampler.guidance} needs a negative prompt embedding")
             embeds.append(prompt.negative)
+        if branch is not None:
+            embeds = [embeds[branch]]
         context = torch.cat([e.to(self.device, self.dtype) for e in embeds])
         with torch.no_grad():
             text = encode_text(self.model, context, self.geometry)
-        self._text_cache[id(prompt)] = (prompt, text)
+        self._text_cache[key] = (prompt, text)
         return text
+
+    def _branches(self, prompt: Prompt, cache_order, split: bool, exchange: BranchExchange | None):
+        """(text, cache) pairs this device evaluates: one batched pair, both branches apart, or its exchange branch."""
+        if not self.guided or not (split or exchange is not None):
+            return [(self.text_context(prompt), FrameKVCache(cache_order, self.geometry.num_layers))]
+        branches = (exchange.branch,) if exchange is not None else (0, 1)
+        return [(self.text_context(prompt, b), FrameKVCache(cache_order, self.geometry.num_layers)) for b in branches]
 
     def _forward(self, x, frames, t, text, cache, sees, write=False, output=True):
         batch = text.batch
@@ -121,9 +145,13 @@ class SegmentSampler:
             geometry=self.geometry, attention_backend=self.attention_backend, return_output=output,
         )
 
-    def _velocity_fn(self, frames, text, cache, sees):
+    def _velocity_fn(self, frames, branches, sees, exchange: BranchExchange | None):
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = self._forward(x, frames, t, text, cache, sees).float()
+            outs = [self._forward(x, frames, t, text, cache, sees).float() for text, cache in branches]
+            v = outs[0] if len(outs) == 1 else torch.cat(outs)
+            if exchange is not None:
+                theirs = exchange.swap(v.cpu()).to(v.device)
+                v = torch.cat([v, theirs] if exchange.branch == 0 else [theirs, v])
             if self.guided:
                 cond, uncond = v.chunk(2)
                 v = uncond + self.sampler.guidance * (cond - uncond)
@@ -143,12 +171,17 @@ class SegmentSampler:
         segment: int,
         boundary_weight: float = 0.0,
         on_step: StepCallback | None = None,
+        split_cfg: bool = False,
+        exchange: BranchExchange | None = None,
     ) -> SegmentRun:
         """Denoise `groups` (indices into `layout.groups`) of a segment whose `state.known` frames are final.
 
         Every group to denoise must see only frames that are known or produced earlier in this run. Noise of group g
         comes from `chunk_noise(seed, segment, g)`, so the result is independent of scheduling. `boundary_weight`
         mixes a populate group's edge frames' noise with their visible temporal neighbour (paper Appendix F).
+        `split_cfg` evaluates the two guidance branches as separate batch-1 forwards (each with its own KV cache);
+        with an `exchange`, this device evaluates only `exchange.branch` and a partner device the other, with
+        results bit-identical to `split_cfg` on one device.
         """
         todo = sorted(set(groups))
         for g in todo:
@@ -161,8 +194,7 @@ class SegmentSampler:
         if missing:
             raise ValueError(f"segment {segment}: frames {missing} are needed as context but are neither known nor produced")
         order = [f for grp in layout.groups for f in grp.frames if f in cache_frames]
-        cache = FrameKVCache(order, self.geometry.num_layers)
-        text = self.text_context(prompt)
+        branches = self._branches(prompt, order, split_cfg, exchange)
         channels, _, height, width = state.latents.shape
         run = SegmentRun(state)
         for g, group in enumerate(layout.groups):
@@ -175,16 +207,18 @@ class SegmentSampler:
                 noise = chunk_noise(seed, segment, g, (1, channels, len(group.frames), height, width))
                 if boundary_weight and group.phase == POPULATE:
                     noise = _boundary_noise(noise, group, run.result.latents, boundary_weight)
-                velocity = self._velocity_fn(group.frames, text, cache, group.sees)
+                velocity = self._velocity_fn(group.frames, branches, group.sees, exchange)
                 step_done = (lambda i, n: on_step()) if on_step is not None else None
                 clean = sample_chunk(velocity, noise, self.sampler, callback=step_done)
                 run.result = run.result.with_frames(group.frames, clean[0].cpu())
                 forwards += self.sampler.steps
             if cached:
                 x = run.result.latents[:, list(group.frames)][None]
-                self._forward(x, group.frames, torch.zeros(1), text, cache, group.sees, write=True, output=False)
+                for text, cache in branches:
+                    self._forward(x, group.frames, torch.zeros(1), text, cache, group.sees, write=True, output=False)
                 forwards += 1
             run.timings.append(GroupTiming(group.name, group.frames, time.perf_counter() - start, forwards, denoise))
+        run.cache_bytes = sum(cache.nbytes() for _, cache in branches)
         return run
 
     @staticmethod
@@ -228,11 +262,14 @@ def plan_segment(
     segment: int,
     context: torch.Tensor | None = None,
     on_step: StepCallback | None = None,
+    split_cfg: bool = False,
+    exchange: BranchExchange | None = None,
 ) -> SegmentRun:
     """Micro planning: the layout's plan-phase frames of one segment.
 
     latent_shape: (C, H, W) of a latent frame. context: optional clean latents [C, k, H, W] for the first k frames
-    (k = layout.context_frames from a bridge, or layout.image_frames from an input image).
+    (k = layout.context_frames from a bridge, or layout.image_frames from an input image). `split_cfg` and
+    `exchange`: see `SegmentSampler.run`.
     """
     state = SegmentLatents.empty(latent_shape[0], layout.num_frames, latent_shape[1], latent_shape[2])
     if context is not None:
@@ -244,7 +281,9 @@ def plan_segment(
             )
         state = state.with_frames(range(k), context)
     todo = [g for g in layout.plan_groups if not set(layout.groups[g].frames) <= state.known]
-    return sampler.run(layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step)
+    return sampler.run(
+        layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step, split_cfg=split_cfg, exchange=exchange
+    )
 
 
 def populate_segment(
@@ -257,9 +296,16 @@ def populate_segment(
     segment: int,
     boundary_weight: float = 0.0,
     on_step: StepCallback | None = None,
+    frames: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> SegmentRun:
-    """Content populating: every group not yet known, given a planned segment (resumable: known groups are kept)."""
-    todo = [g for g in range(len(layout.groups)) if not set(layout.groups[g].frames) <= planned.known]
+    """Content populating, given a planned segment: `groups` if given, else every group not yet known that produces
+    one of `frames` (default: all frames). Resumable: known groups are kept."""
+    wanted = set(range(layout.num_frames) if frames is None else frames)
+    todo = [
+        g for g in (range(len(layout.groups)) if groups is None else groups)
+        if not set(layout.groups[g].frames) <= planned.known and (groups is not None or wanted & set(layout.groups[g].frames))
+    ]
     return sampler.run(
         layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step
     )

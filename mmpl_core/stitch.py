@@ -22,18 +22,35 @@ def overlap_pixel_frames(layout: SegmentLayout) -> int:
     return bridge_pixel_frames(layout.context_frames)
 
 
-def stitched_frame_count(layout: SegmentLayout, num_segments: int) -> int:
-    """81 + 76·(S − 1) for Wan's 21-latent segments."""
-    per_segment = segment_pixel_frames(layout)
-    return per_segment + (per_segment - overlap_pixel_frames(layout)) * (num_segments - 1)
+def kept_pixel_frames(layout: SegmentLayout, handoff: str = "terminal") -> int:
+    """Pixel frames a segment other than the last decodes to: all 81 (terminal handoff), or up to its midpoint
+    keyframes, 49 for Wan's layout (midpoint handoff: the next segment starts from them)."""
+    if handoff == "midpoint":
+        return 1 + TEMPORAL_STRIDE * layout.midpoint[-1]
+    return segment_pixel_frames(layout)
+
+
+def stitched_frame_count(layout: SegmentLayout, num_segments: int, handoff: str = "terminal") -> int:
+    """81 + 76·(S − 1) for Wan's 21-latent segments; 49 + 44·(S − 2) + 76 with the midpoint handoff."""
+    overlap, last = overlap_pixel_frames(layout), segment_pixel_frames(layout)
+    if num_segments == 1:
+        return last
+    kept = kept_pixel_frames(layout, handoff)
+    return kept + (kept - overlap) * (num_segments - 2) + last - overlap
 
 
 def stitch_stream(videos: Iterable[torch.Tensor], layout: SegmentLayout) -> Iterator[torch.Tensor]:
-    """Yield each segment's new frames [3, T', H, W] as segments arrive in order (for streaming to a file)."""
+    """Yield each segment's new frames [3, T', H, W] as segments arrive in order (for streaming to a file).
+
+    A segment decodes to 1 + 4·(n − 1) pixel frames for its first n latents (all of them, or up to its midpoint
+    keyframes with the midpoint handoff); segments after the first drop the pixel frames they share with the one
+    before."""
     overlap = overlap_pixel_frames(layout)
+    valid = {1 + TEMPORAL_STRIDE * (n - 1) for n in range(layout.context_frames + 1, layout.num_frames + 1)}
     for k, video in enumerate(videos):
-        if video.shape[1] != segment_pixel_frames(layout):
-            raise ValueError(f"segment {k} has {video.shape[1]} frames, expected {segment_pixel_frames(layout)}")
+        if video.shape[1] not in valid:
+            raise ValueError(f"segment {k} has {video.shape[1]} frames, expected 1 + 4·(n − 1) with n latent frames "
+                             f"({layout.context_frames} < n <= {layout.num_frames})")
         yield video if k == 0 else video[:, overlap:]
 
 
@@ -42,7 +59,7 @@ def stitch(videos: Iterable[torch.Tensor], layout: SegmentLayout) -> torch.Tenso
     return torch.cat(list(stitch_stream(videos, layout)), dim=1)
 
 
-def keyframe_time(layout: SegmentLayout, segment: int, frame: int, fps: int) -> float:
+def keyframe_time(layout: SegmentLayout, segment: int, frame: int, fps: int, handoff: str = "terminal") -> float:
     """Seconds into the stitched video of latent `frame` of `segment` (the last pixel frame it decodes to)."""
-    offset = segment * (segment_pixel_frames(layout) - overlap_pixel_frames(layout))
+    offset = segment * (kept_pixel_frames(layout, handoff) - overlap_pixel_frames(layout))
     return (offset + TEMPORAL_STRIDE * frame) / fps

@@ -47,7 +47,8 @@ class MMPLKeyframePreview(io.ComfyNode):
         if not planned:
             raise ValueError("plan: no segment is planned yet")
         rows = {k: decode_keyframes(comfy_vae, segments[k].latents, layout.keyframes) for k in planned}
-        sheet = contact_sheet(list(rows.values()), layout, plan.plan.settings.fps, layout.keyframes)
+        sheet = contact_sheet(list(rows.values()), layout, plan.plan.settings.fps, layout.keyframes,
+                              handoff=plan.plan.settings.handoff)
         sheet = (torch.from_numpy(np.array(sheet)).float() / 255.0)[None]
         keyframes = torch.cat([video_to_image(row) for row in rows.values()])
         return io.NodeOutput(keyframes, sheet, ui=strip_ui(plan, comfy_vae, decoded=rows))

@@ -115,7 +115,7 @@ def strip_ui(value: PlanValue, vae=None, changed=None, decoded: dict | None = No
         "changed": None if changed is None else k in changed,
     } for k, seg in enumerate(plan.segments)]
     keyframes = [{
-        "segment": k, "frame": f, "role": roles[f], "time": round(keyframe_time(plan.layout, k, f, fps), 3),
+        "segment": k, "frame": f, "role": roles[f], "time": round(keyframe_time(plan.layout, k, f, fps, plan.settings.handoff), 3),
         "filename": full, "thumb": thumb, "subfolder": SUBFOLDER, "type": "temp",
     } for (k, f), (full, thumb) in sorted(files.items())]
     summary = {

@@ -88,6 +88,30 @@ def test_plan_store_round_trip(tmp_path, i2v):
     assert _files(tmp_path / "p") == _files(tmp_path / "q")
 
 
+def test_plan_store_reads_format_version_1_and_midpoint_statuses(tmp_path):
+    plan = make_plan()
+    save_plan(plan, tmp_path / "p")
+    doc = json.loads((tmp_path / "p" / PLAN_FILE).read_bytes())
+    doc["format_version"] = 1  # version 1 had no handoff / plan_cfg settings: terminal and batched
+    del doc["settings"]["handoff"], doc["settings"]["plan_cfg"]
+    (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
+    old = load_plan(tmp_path / "p")
+    assert (old.settings.handoff, old.settings.plan_cfg) == ("terminal", "batched")
+    assert_same(plan, old)
+    # With the midpoint handoff a segment other than the last is finished once its frames up to the midpoint are.
+    layout = get_layout("mmpl-t2v-13")
+    with pytest.raises(ValueError, match="no midpoint"):
+        Plan.new(plan.layout, dataclasses.replace(plan.settings, handoff="midpoint"), ["x"], 2, "fp")
+    upto_mid = SegmentLatents.empty(16, layout.num_frames, 4, 4).with_frames(
+        range(layout.midpoint[-1] + 1), torch.zeros(16, layout.midpoint[-1] + 1, 4, 4))
+    mid = Plan.new(layout, dataclasses.replace(plan.settings, handoff="midpoint"), ["x"], 3, "fp")
+    mid = mid.with_segment(0, dataclasses.replace(mid.segments[0], latents=upto_mid))
+    mid = mid.with_segment(2, dataclasses.replace(mid.segments[2], latents=upto_mid))
+    assert mid.statuses() == ["populated", "empty", "partial"]  # the last segment needs every frame
+    save_plan(mid, tmp_path / "m")
+    assert load_plan(tmp_path / "m").statuses() == mid.statuses()
+
+
 def test_plan_store_wrapper_and_expectations(tmp_path):
     store = PlanStore(tmp_path / "deep" / "dir")
     assert not store.exists()
@@ -273,7 +297,7 @@ def test_plan_store_fuzz_fields(fuzz):
     fuzz.check_doc(lambda d: d.update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d["segments"][0].update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d.update(format="other"), must_fail=True)
-    fuzz.check_doc(lambda d: d.update(format_version=2), must_fail=True)
+    fuzz.check_doc(lambda d: d.update(format_version=3), must_fail=True)
     for layout in ("foo", "mmpl-t2v-9", "mmpl-i2v-99999999999999", "mmpl-i2v-13", "wan-i2v", "mmpl-i2v-٩"):
         fuzz.check_doc(lambda d: d.update(layout=layout), must_fail=True)
     fuzz.check_doc(lambda d: d.update(num_frames=10), must_fail=True)

@@ -120,7 +120,8 @@ def _write_contact_sheet(pipe, plan, path: Path) -> Path:
     from ..video_io import write_png
 
     rows = [pipe.keyframe_images(plan, k) for k in range(len(plan)) if plan.segments[k].latents is not None]
-    return write_png(contact_sheet(rows, plan.layout, plan.settings.fps, plan.layout.keyframes), path)
+    return write_png(contact_sheet(rows, plan.layout, plan.settings.fps, plan.layout.keyframes,
+                                   handoff=plan.settings.handoff), path)
 
 
 def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seconds=None, gif: Path | None = None):
