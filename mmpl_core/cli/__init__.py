@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import segment_cmd, train_cmd, video_cmds
+from . import bench_cmd, estimate_cmd, segment_cmd, train_cmd, video_cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment_cmd.register(sub)
     video_cmds.register(sub)
     train_cmd.register(sub)
+    estimate_cmd.register(sub)
+    bench_cmd.register(sub)
     return parser
 
 

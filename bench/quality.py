@@ -1,0 +1,33 @@
+"""Long-horizon quality benchmark: MMPL, its ablations and the autoregressive baseline on the embedded demo models.
+
+    PYTHONPATH=. .venv/bin/python bench/quality.py [--prompts 5] [--segments 12] [--steps N] [--generators a,b]
+
+The same as `mmpl bench quality` (the protocol, metrics and report live in `mmpl_core/metrics/`, so the installed
+command has them too). Generates `--prompts` synthetic-world prompts × `--segments` segments with every generator
+(same sampler, steps and seeds), caches the videos under build/quality/videos, scores them per segment with
+weight-free metrics, writes bench/results/quality.json, the plots docs/quality_*.png and the Markdown tables
+build/quality/tables.md. The last line printed is a JSON object with `color_drift_ratio` and `sharpness_loss_ratio`
+(MMPL over AR at the last segment) and `seam_ratio` (MMPL's seam score over its within-segment difference).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmpl_core.cli.bench_cmd import add_quality_args, run_quality_command
+from mmpl_core.cli.common import CLIError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_quality_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_quality_command(args)
+    except CLIError as err:
+        print(err.code, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
