@@ -17,7 +17,8 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
+from functools import partial
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -150,14 +151,32 @@ def _index_files(index: Path) -> list[Path]:
     return [index.parent / name for name in sorted(set(weight_map.values()))]
 
 
-def _read_safetensors(files: Sequence[Path], source: str) -> StateDict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+class LazyTensor:
+    """A checkpoint tensor not read yet: its shape, and how to read it (one tensor at a time, on the CPU).
 
-    sd: StateDict = {}
+    Lets a loader check keys and shapes and infer the config before reading any weights, then stream each tensor to
+    its device and dtype, so a 14B model never sits in RAM as a whole (let alone as a float32 copy)."""
+
+    __slots__ = ("shape", "_read")
+
+    def __init__(self, shape: Sequence[int], read: Callable[[], Tensor]):
+        self.shape = torch.Size(shape)
+        self._read = read
+
+    def load(self) -> Tensor:
+        return self._read()
+
+
+def _read_safetensors(files: Sequence[Path], source: str) -> dict[str, LazyTensor]:
+    """{key: LazyTensor} over safetensors shards opened with ``safe_open`` (headers only; no tensor is read yet)."""
+    from safetensors import SafetensorError, safe_open
+
+    sd: dict[str, LazyTensor] = {}
     for file in files:
         try:
-            shard = load_file(str(file), device="cpu")
+            handle = safe_open(str(file), framework="pt", device="cpu")
+            shard = {key: LazyTensor(handle.get_slice(key).get_shape(), partial(handle.get_tensor, key))
+                     for key in handle.keys()}
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"cannot read {file} as safetensors ({source}): {err}") from err
         twice = sd.keys() & shard.keys()
@@ -167,9 +186,20 @@ def _read_safetensors(files: Sequence[Path], source: str) -> StateDict:
     return sd
 
 
+def _materialize(value) -> Tensor:
+    return value.load() if isinstance(value, LazyTensor) else value
+
+
 def _read_torch(path: Path) -> Mapping:
+    """A torch file read with ``weights_only=True``, memory-mapped when it is a zip-format file (then each tensor is
+    paged in only when it is used), else read whole."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err) and "zip" not in str(err):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) torch.save file
     except Exception as err:  # UnpicklingError for refused objects, RuntimeError/EOFError for broken files
         raise CheckpointError(
             f"cannot read {path} with torch.load(weights_only=True) (pickled Python objects other than tensors "
@@ -192,8 +222,9 @@ def _select(obj: Mapping, ema: bool, source: str) -> StateDict:
     return dict(obj)
 
 
-def _read(checkpoint: Checkpoint, ema: bool) -> tuple[StateDict, str]:
-    """Read any accepted source; returns (Wan-named state dict, a description of the source for messages)."""
+def _open(checkpoint: Checkpoint, ema: bool) -> tuple[dict, str]:
+    """Open any accepted source without reading its tensors: (Wan-named {key: Tensor or LazyTensor}, a description
+    of the source for messages). safetensors give `LazyTensor`s, torch files memory-mapped tensors."""
     if isinstance(checkpoint, Mapping):
         source, obj = "state dict", checkpoint
     elif isinstance(checkpoint, (str, os.PathLike)):
@@ -220,6 +251,18 @@ def _read(checkpoint: Checkpoint, ema: bool) -> tuple[StateDict, str]:
     else:
         raise CheckpointError(f"cannot load a checkpoint from {checkpoint!r}; expected {ACCEPTED_FORMATS}")
     return to_wan_state_dict(_select(obj, ema, source), source), source
+
+
+def _read(checkpoint: Checkpoint, ema: bool) -> tuple[StateDict, str]:
+    """Read any accepted source into memory: (Wan-named state dict on the CPU in stored dtypes, source)."""
+    sd, source = _open(checkpoint, ema)
+    return {k: _materialize(v) for k, v in sd.items()}, source
+
+
+def read_config(checkpoint: Checkpoint, *, ema: bool = False, num_heads: int | None = None) -> WanConfig:
+    """The `WanConfig` of a checkpoint from its shapes alone (safetensors headers, memory-mapped torch files)."""
+    sd, source = _open(checkpoint, ema)
+    return infer_config(sd, num_heads, source=source)
 
 
 def load_wan_state_dict(checkpoint: Checkpoint, *, ema: bool = False) -> StateDict:
@@ -295,17 +338,25 @@ def load_wan_model(
 ) -> WanDiT:
     """Build a `WanDiT` holding a checkpoint's weights (cast to `dtype` on `device`), in eval mode.
 
-    The module is created on the meta device and the loaded tensors are assigned to it, so the weights are allocated
-    once. `config` defaults to `infer_config` (with `num_heads`). Tensors already in `dtype` on `device` are used as
-    they are: a model loaded from an in-memory state dict shares storage with it.
+    The module is created on the meta device; keys and shapes are checked before any tensor is read; then the
+    tensors are streamed one at a time (read on the CPU, cast to `dtype` there, moved to `device`) and assigned, so
+    the weights are allocated once, in the target dtype. `config` defaults to `infer_config` (with `num_heads`).
+    Tensors already in `dtype` on `device` are used as they are: a model loaded from an in-memory state dict shares
+    storage with it.
     """
-    sd, source = _read(checkpoint, ema)
+    sd, source = _open(checkpoint, ema)
     cfg = config if config is not None else infer_config(sd, num_heads, source=source)
     with torch.device("meta"):
         model = WanDiT(cfg)
     _check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, sd, source)
-    sd = {k: v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    device = torch.device(device)
+    loaded: StateDict = {}
+    for key in list(sd):
+        tensor = _materialize(sd.pop(key))
+        if tensor.is_floating_point():
+            tensor = tensor.to(dtype)  # on the CPU first: half the bytes to move when dtype is narrower
+        loaded[key] = tensor.to(device)
+    model.load_state_dict(loaded, strict=True, assign=True)
     return model.eval()
 
 
@@ -351,6 +402,6 @@ def save_wan_safetensors(
 
 
 __all__ = [
-    "ACCEPTED_FORMATS", "DIFFUSERS_TO_WAN", "CheckpointError", "detect_format", "infer_config", "load_into",
-    "load_matching_state_dict", "load_wan_model", "load_wan_state_dict", "save_wan_safetensors", "to_wan_state_dict",
+    "ACCEPTED_FORMATS", "DIFFUSERS_TO_WAN", "CheckpointError", "LazyTensor", "detect_format", "infer_config", "load_into",
+    "load_matching_state_dict", "load_wan_model", "read_config", "load_wan_state_dict", "save_wan_safetensors", "to_wan_state_dict",
 ]

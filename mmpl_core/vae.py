@@ -145,3 +145,30 @@ def load_wan_vae(path: str, dtype: torch.dtype = torch.float32, device: torch.de
     except Exception as e:  # noqa: BLE001 — re-raised with the path named
         raise ValueError(f"could not load a Wan VAE from {path}: {type(e).__name__}: {e}") from e
     return WanVAE(vae.to(device).eval())  # dtype already set by torch_dtype
+
+
+class OffloadedWanVAE(WanVAE):
+    """A `WanVAE` whose weights stay in CPU memory and move to `device` only for each encode/decode call (the
+    bridge and the final decode), so they do not sit on the GPU beside the DiT's KV caches."""
+
+    def __init__(self, vae: WanVAE, device: torch.device | str):
+        super().__init__(vae.vae.to("cpu"), vae.mean.flatten().tolist(), vae.std.flatten().tolist())
+        self.exec_device = torch.device(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.exec_device
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        self.vae.to(self.exec_device)
+        try:
+            return super().encode(video)
+        finally:
+            self.vae.to("cpu")
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self.vae.to(self.exec_device)
+        try:
+            return super().decode(latents)
+        finally:
+            self.vae.to("cpu")

@@ -1,0 +1,215 @@
+"""Predicted GPU memory and compute of MMPL over a Wan2.1 DiT, from shapes alone (no weights are read).
+
+Memory per device, in bytes, for a device that plans, populates, or does both (the scheduler's roles):
+
+* DiT weights: every parameter in the compute dtype (14B in bf16 ≈ 28.6 GB).
+* KV cache: one `FrameKVCache` shared by both CFG branches (batch 2): 2 (K, V) × layers × batch × slots ×
+  tokens_per_frame × dim × bytes, with slots = the frames some group of the run sees (Wan T2V populating: 15;
+  frames 13–18 are never cached). Exactly what `SegmentSampler.run` allocates.
+* text K/V: the cross-attention keys and values of the prompt pair, per layer (`encode_text`).
+* activations: the working set of one `wan_forward` over the largest chunk (see `forward_activation_bytes`).
+* text encoder / VAE: their weights when resident on the device (0 when offloaded to the CPU); the umT5 runs before
+  a run's KV cache exists and the VAE after it is freed, so they add their *working* peaks in separate phases.
+
+Compute: `step_flops` counts the matrix multiplications of one denoising step of a chunk (the FLOP bound).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .layout import SegmentLayout
+from .model.config import WanConfig
+
+GB = 1e9
+GIB = 2**30
+# umT5-XXL (Wan's text encoder) and the Wan2.1 VAE, for when their files are not at hand.
+UMT5_XXL_PARAMS = 256384 * 4096 + 24 * (4 * 4096 * 4096 + 3 * 4096 * 10240 + 32 * 64 + 2 * 4096) + 4096
+WAN_VAE_PARAMS = 126_892_531
+WAN_VAE_BASE_DIM = 96
+VAE_FULLRES_MAPS = 10  # full-resolution feature maps alive at the decoder's peak (rough: convs, norms, causal caches)
+
+
+def dit_params(cfg: WanConfig) -> int:
+    """Parameter count of a Wan2.1 DiT (1.3B: 1,418,996,800; 14B: 14,288,491,584)."""
+    d, f, p = cfg.dim, cfg.ffn_dim, math.prod(cfg.patch_size)
+    norms = 2 * d * 2 if cfg.qk_norm else 0  # self- and cross-attention norm_q, norm_k
+    block = 8 * (d * d + d) + norms + (2 * d if cfg.cross_attn_norm else 0) + 2 * d * f + f + d + 6 * d
+    embed = cfg.in_dim * p * d + d + cfg.text_dim * d + d + d * d + d + cfg.freq_dim * d + d + d * d + d + d * 6 * d + 6 * d
+    head = d * cfg.out_dim * p + cfg.out_dim * p + 2 * d
+    return embed + cfg.num_layers * block + head
+
+
+def tokens_per_frame(cfg: WanConfig, height: int, width: int, stride: int = 8) -> int:
+    """Tokens of one latent frame: (H/8/patch_h) × (W/8/patch_w); 1560 at 480×832."""
+    return (height // stride // cfg.patch_size[1]) * (width // stride // cfg.patch_size[2])
+
+
+def cached_frames(layout: SegmentLayout, role: str) -> frozenset[int]:
+    """Frames whose K/V a run of `role` ("plan", "populate", "segment") keeps, as `SegmentSampler.run` decides."""
+    from .segment import SegmentSampler
+
+    groups = {"plan": layout.plan_groups, "populate": layout.populate_groups,
+              "segment": tuple(range(len(layout.groups)))}[role]
+    return SegmentSampler._frames_to_cache(layout, groups, frozenset())
+
+
+def kv_cache_bytes(cfg: WanConfig, slots: int, tpf: int, batch: int = 2, nbytes: int = 2) -> int:
+    return 2 * cfg.num_layers * batch * slots * tpf * cfg.dim * nbytes
+
+
+def text_context_bytes(cfg: WanConfig, batch: int = 2, nbytes: int = 2) -> int:
+    return 2 * cfg.num_layers * batch * cfg.text_len * cfg.dim * nbytes
+
+
+def forward_activation_bytes(cfg: WanConfig, q_tokens: int, k_tokens: int, batch: int = 2, nbytes: int = 2) -> int:
+    """Working set of one `wan_forward` layer, the larger of its two phases (the residual stream counted in both).
+
+    self-attention: h, q, k, v over the chunk (4·Nq), K/V gathered with the cache (2·Nk), the output (Nq), plus the
+    float32 rotary temporaries (≈ 3·Nq·dim·4 bytes); feed-forward: h and its modulated input (2·Nq·dim), the hidden
+    layer before and after GELU (2·Nq·ffn), plus float32 modulation/gating temporaries (≈ 3·Nq·dim·4 bytes).
+    Attention kernels are flash-attn / memory-efficient SDPA (no Nq×Nk score matrix).
+    """
+    d, f = cfg.dim, cfg.ffn_dim
+    attn = batch * d * nbytes * (5 * q_tokens + 2 * k_tokens) + 3 * batch * q_tokens * d * 4
+    ffn = batch * nbytes * (2 * q_tokens * d + 2 * q_tokens * f) + 3 * batch * q_tokens * d * 4
+    return max(attn, ffn)
+
+
+def vae_decode_bytes(height: int, width: int, base_dim: int = WAN_VAE_BASE_DIM, nbytes: int = 2) -> int:
+    """Rough peak working set of the Wan VAE decoder (one latent frame → 4 pixel frames at a time)."""
+    return VAE_FULLRES_MAPS * base_dim * 4 * height * width * nbytes
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Predicted bytes on one device for `role`; `peak` is the largest of the three phases."""
+
+    role: str
+    weights: int
+    kv_cache: int
+    kv_slots: int
+    text_kv: int
+    activations: int
+    text_encoder: int  # resident umT5 weights (0 when offloaded)
+    vae: int  # resident VAE weights (0 when offloaded)
+    text_encoding: int  # umT5 on the device while it encodes (offloaded or not)
+    vae_working: int  # VAE weights (if offloaded, moved in) + decoder working set
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sampling(self) -> int:
+        """Denoising phase: DiT + cache + text K/V + activations + whatever else stays resident."""
+        return self.weights + self.kv_cache + self.text_kv + self.activations + self.text_encoder + self.vae
+
+    @property
+    def encoding(self) -> int:
+        return self.weights + self.vae + max(self.text_encoder, self.text_encoding)
+
+    @property
+    def decoding(self) -> int:
+        return self.weights + self.text_encoder + max(self.vae, 0) + self.vae_working
+
+    @property
+    def peak(self) -> int:
+        return max(self.sampling, self.encoding, self.decoding)
+
+
+def estimate_memory(
+    cfg: WanConfig,
+    layout: SegmentLayout,
+    height: int,
+    width: int,
+    *,
+    role: str = "segment",
+    guidance: float = 5.0,
+    nbytes: int = 2,
+    text_encoder_params: int = UMT5_XXL_PARAMS,
+    offload_text: bool = True,
+    vae_params: int = WAN_VAE_PARAMS,
+    vae_base_dim: int = WAN_VAE_BASE_DIM,
+    offload_vae: bool = False,
+) -> MemoryEstimate:
+    """Predicted peak memory of one device running `role` ("plan", "populate" or "segment" = both) at H×W pixels.
+
+    guidance ≠ 1 batches the conditional and unconditional branches (batch 2) through one forward and one cache.
+    """
+    batch = 1 if guidance == 1.0 else 2
+    tpf = tokens_per_frame(cfg, height, width)
+    frames = cached_frames(layout, role)
+    groups = {"plan": layout.plan_groups, "populate": layout.populate_groups,
+              "segment": tuple(range(len(layout.groups)))}[role]
+    acts = 0
+    for g in groups:
+        group = layout.groups[g]
+        nq = len(group.frames) * tpf
+        acts = max(acts, forward_activation_bytes(cfg, nq, nq + len(group.sees) * tpf, batch, nbytes))
+    text_weights = text_encoder_params * nbytes
+    vae_weights = vae_params * nbytes
+    return MemoryEstimate(
+        role=role,
+        weights=dit_params(cfg) * nbytes,
+        kv_cache=kv_cache_bytes(cfg, len(frames), tpf, batch, nbytes),
+        kv_slots=len(frames),
+        text_kv=text_context_bytes(cfg, batch, nbytes),
+        activations=acts,
+        text_encoder=0 if offload_text else text_weights,
+        vae=0 if offload_vae else vae_weights,
+        text_encoding=text_weights,
+        # every role decodes: the bridge when planning, the segment's video when populating
+        vae_working=(vae_weights if offload_vae else 0) + vae_decode_bytes(height, width, vae_base_dim, nbytes),
+        extra={"tokens_per_frame": tpf, "batch": batch},
+    )
+
+
+# ----------------------------------------------------------------------------------------------- compute (FLOPs)
+
+
+def step_flops(cfg: WanConfig, q_tokens: int, k_tokens: int, batch: int = 2) -> int:
+    """FLOPs of one forward of a chunk (matrix multiplications, 2 per multiply-add): per layer and query token,
+    self-attention q, k, v, o (4·d²), cross-attention q, o (2·d²; the text K/V are computed once per prompt), the
+    FFN (2·d·ffn); attention scores and values 4·Nq·Nk·d; cross-attention 4·Nq·text_len·d; plus the patch embedding
+    and the head. The timestep MLP (per frame, not per token) is left out."""
+    d, f, p = cfg.dim, cfg.ffn_dim, math.prod(cfg.patch_size)
+    linear = 2 * q_tokens * (6 * d * d + 2 * d * f)
+    attn = 4 * q_tokens * k_tokens * d + 4 * q_tokens * cfg.text_len * d
+    io = 2 * q_tokens * d * p * (cfg.in_dim + cfg.out_dim)
+    return batch * (cfg.num_layers * (linear + attn) + io)
+
+
+@dataclass(frozen=True)
+class GroupCost:
+    name: str
+    frames: int
+    q_tokens: int
+    k_tokens: int
+    flops_per_step: int
+
+
+def group_costs(cfg: WanConfig, layout: SegmentLayout, height: int, width: int, batch: int = 2) -> list[GroupCost]:
+    tpf = tokens_per_frame(cfg, height, width)
+    out = []
+    for group in layout.groups:
+        nq = len(group.frames) * tpf
+        nk = nq + len(group.sees) * tpf
+        out.append(GroupCost(group.name, len(group.frames), nq, nk, step_flops(cfg, nq, nk, batch)))
+    return out
+
+
+def segment_flops(cfg: WanConfig, layout: SegmentLayout, height: int, width: int, steps: int = 50,
+                  batch: int = 2, first: bool = True) -> int:
+    """FLOPs of one segment: every group denoised for `steps` (the first segment; later ones take their first
+    frames from the bridge) plus one t=0 cache pass per group that is cached."""
+    cached = cached_frames(layout, "segment")
+    total = 0
+    for i, cost in enumerate(group_costs(cfg, layout, height, width, batch)):
+        group = layout.groups[i]
+        denoised = first or i != 0 or layout.context_frames == 0
+        total += cost.flops_per_step * (steps if denoised else 0)
+        total += cost.flops_per_step * bool(cached & set(group.frames))
+    return total
+
+
+__all__ = ["GB", "GIB", "GroupCost", "MemoryEstimate", "cached_frames", "dit_params", "estimate_memory",
+           "forward_activation_bytes", "group_costs", "kv_cache_bytes", "segment_flops", "step_flops",
+           "text_context_bytes", "tokens_per_frame", "vae_decode_bytes"]
