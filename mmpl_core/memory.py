@@ -165,16 +165,17 @@ def estimate_memory(
 # ----------------------------------------------------------------------------------------------- compute (FLOPs)
 
 
-def step_flops(cfg: WanConfig, q_tokens: int, k_tokens: int, batch: int = 2) -> int:
+def step_flops(cfg: WanConfig, q_tokens: int, k_tokens: int, batch: int = 2, frames: int = 0) -> int:
     """FLOPs of one forward of a chunk (matrix multiplications, 2 per multiply-add): per layer and query token,
     self-attention q, k, v, o (4·d²), cross-attention q, o (2·d²; the text K/V are computed once per prompt), the
-    FFN (2·d·ffn); attention scores and values 4·Nq·Nk·d; cross-attention 4·Nq·text_len·d; plus the patch embedding
-    and the head. The timestep MLP (per frame, not per token) is left out."""
+    FFN (2·d·ffn); attention scores and values 4·Nq·Nk·d; cross-attention 4·Nq·text_len·d; plus the patch embedding,
+    the head and the timestep MLP of the chunk's `frames` (per frame, not per token)."""
     d, f, p = cfg.dim, cfg.ffn_dim, math.prod(cfg.patch_size)
     linear = 2 * q_tokens * (6 * d * d + 2 * d * f)
     attn = 4 * q_tokens * k_tokens * d + 4 * q_tokens * cfg.text_len * d
     io = 2 * q_tokens * d * p * (cfg.in_dim + cfg.out_dim)
-    return batch * (cfg.num_layers * (linear + attn) + io)
+    time = 2 * frames * (cfg.freq_dim * d + d * d + 6 * d * d)
+    return batch * (cfg.num_layers * (linear + attn) + io + time)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def group_costs(cfg: WanConfig, layout: SegmentLayout, height: int, width: int, 
     for group in layout.groups:
         nq = len(group.frames) * tpf
         nk = nq + len(group.sees) * tpf
-        out.append(GroupCost(group.name, len(group.frames), nq, nk, step_flops(cfg, nq, nk, batch)))
+        out.append(GroupCost(group.name, len(group.frames), nq, nk, step_flops(cfg, nq, nk, batch, len(group.frames))))
     return out
 
 
