@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label:<43} " + " ".join(f"{getattr(r, attr) / GB:>10.2f}" for r in rows))
     print(f"  {'KV slots (latent frames cached)':<43} " + " ".join(f"{r.kv_slots:>10d}" for r in rows))
     peak = rows[-1].peak
-    verdict = "fits" if peak <= args.gpu_gib * GIB else "does NOT fit"
-    print(f"  peak {peak / GIB:.1f} GiB {verdict} a {args.gpu_gib:g} GiB device")
+    left = args.gpu_gib - peak / GIB
+    verdict = "fits" if left >= 0 else "does NOT fit"
+    print(f"  peak {peak / GIB:.1f} GiB {verdict} a {args.gpu_gib:g} GiB device ({left:+.1f} GiB left; the CUDA "
+          "context and allocator slack take about 1-2 GiB)")
     batch = 1 if args.cfg == 1 else 2
     print(f"\nFLOP bound at {args.tflops:g} TFLOP/s (matmuls only, batch {batch}):")
     for cost in group_costs(cfg, layout, height, width, batch):
