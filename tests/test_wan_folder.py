@@ -139,3 +139,15 @@ def test_wan_folder_generate_end_to_end(folders, tmp_path, monkeypatch):
     assert len(encoded) == 2  # the prompt and Wan's negative prompt, once each for all 3 segments
     assert main(args) == 0  # resumes from the finished plan folder: nothing re-encoded or re-planned
     assert count_mp4_frames(out) == 233
+
+
+def test_wan_folder_official_preset_is_printed_and_overridable(capsys):
+    from mmpl_core.cli.common import OFFICIAL
+
+    assert OFFICIAL["steps"] == 50 and OFFICIAL["shift"] == 5.0 and OFFICIAL["cfg"] == 5.0
+    assert OFFICIAL["size"] == (480, 832) and OFFICIAL["fps"] == 16 and OFFICIAL["layout"] == "wan-t2v"
+    assert main(["segment", "--model", "random:micro", "--preset", "official", "--steps", "1", "--size", "32", "48"]) == 0
+    captured = capsys.readouterr()
+    assert ("settings (preset official): solver unipc, steps 1, shift 5.0, cfg 5.0, size 32x48, fps 16, layout wan-t2v, "
+            "negative prompt: Wan2.1's default") in captured.err
+    assert "layout wan-t2v" in captured.out
