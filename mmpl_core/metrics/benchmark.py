@@ -74,6 +74,9 @@ def run_quality(config: BenchConfig, *, out: Path | None = None, plots_dir: Path
                         f"last frame of each segment, prompt 1: {result['prompts'][0]}")
     timing["total"] = time.perf_counter() - start
     result["seconds"] = {k: round(v, 1) for k, v in timing.items()}
+    result["seconds"]["cached_videos"] = source.cache_hits
+    if len(source.generation_seconds) == len(generators) * config.prompts:  # known for every video
+        result["seconds"]["generating_all_videos"] = round(sum(source.generation_seconds.values()), 1)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

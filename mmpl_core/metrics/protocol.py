@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -93,6 +94,8 @@ class VideoSource:
         self.config, self.cache_dir, self.device = config, cache_dir, device
         self._pipes: dict[tuple[str, str], object] = {}
         self._bundles: dict[str, object] = {}
+        self.cache_hits = 0
+        self.generation_seconds: dict[tuple[str, int], float] = {}  # incl. those recorded in cached videos
 
     def bundle(self, model: str = "mmpl"):
         from ..demo import DemoBundle
@@ -146,11 +149,18 @@ class VideoSource:
         if self.cache_dir is not None:
             path = self.cache_dir / generator.name / f"prompt{index}-{self.cache_key(generator, index)}.npz"
             if path.exists():
-                return np.load(path)["frames"]
+                stored = np.load(path)
+                self.cache_hits += 1
+                if "seconds" in stored:
+                    self.generation_seconds[(generator.name, index)] = float(stored["seconds"])
+                return stored["frames"]
+        start = time.perf_counter()
         frames = self._render(generator, index) if generator.model == WORLD else self._generate(generator, index)
+        seconds = time.perf_counter() - start
+        self.generation_seconds[(generator.name, index)] = seconds
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, frames=frames)
+            np.savez_compressed(path, frames=frames, seconds=np.float64(seconds))
         return frames
 
     def _render(self, generator: Generator, index: int) -> np.ndarray:

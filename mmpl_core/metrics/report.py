@@ -48,7 +48,8 @@ def summarise(videos: list[dict]) -> dict:
     }
     if "fidelity_recall" in per_bin:
         summary.update(recall_first=per_bin["fidelity_recall"][0], recall_last=_mean(last["fidelity_recall"]),
-                       exact_first=per_bin["fidelity_exact"][0], exact_last=_mean(last["fidelity_exact"]))
+                       exact_first=per_bin["fidelity_exact"][0], exact_last=_mean(last["fidelity_exact"]),
+                       spurious_first=per_bin["fidelity_spurious"][0], spurious_last=_mean(last["fidelity_spurious"]))
     flags = {k: _mean([float(v["flags"][k]) for v in videos]) for k in videos[0]["flags"]}
     return {"per_bin": per_bin, "summary": summary, "flag_rate": flags}
 
@@ -81,16 +82,19 @@ def markdown_tables(result: dict) -> str:
     """Two Markdown tables (MMPL against AR; ablations) from a benchmark result dict."""
     segments = result["config"]["segments"]
     head = (f"| method | ΔE₀₀ vs S1 @S{segments} ↓ | Lab EMD @S{segments} ↓ | sharpness @S{segments} (S1 = 1) | "
-            f"sharpness loss ↓ | seam ↓ | seam vs latent bound. ↓ | flow jerk ↓ | freeze ↓ | objects found S1 → S{segments} ↑ |")
+            f"sharpness loss ↓ | seam ↓ | seam vs latent bound. ↓ | flow jerk ↓ | freeze ↓ | "
+            f"colours found S1 → S{segments} ↑ | exact objects S1 → S{segments} ↑ | extra objects S{segments} ↓ |")
     rule = "|" + "---|" * (head.count("|") - 1)
 
     def row(name):
         g = result["generators"][name]
         s = g["summary"]
         recall = f"{_fmt(s.get('recall_first'), percent=True)} → {_fmt(s.get('recall_last'), percent=True)}"
+        exact = f"{_fmt(s.get('exact_first'), percent=True)} → {_fmt(s.get('exact_last'), percent=True)}"
         return (f"| {g['label']} | {_fmt(s['delta_e_last'])} | {_fmt(s['hist_emd_last'])} | "
                 f"{_fmt(s['sharpness_rel_last'])} | {_fmt(s['sharpness_loss_last'])} | {_fmt(s['seam_ratio'])} | "
-                f"{_fmt(s['seam_block_ratio'])} | {_fmt(s['jerk'])} | {_fmt(s['freeze'], percent=True)} | {recall} |")
+                f"{_fmt(s['seam_block_ratio'])} | {_fmt(s['jerk'])} | {_fmt(s['freeze'], percent=True)} | {recall} | "
+                f"{exact} | {_fmt(s.get('spurious_last'), 1)} |")
 
     present = result["generators"]
     parts = []
@@ -156,15 +160,16 @@ def plot_frames(rows: dict[str, np.ndarray], stops: list[int], path: Path, title
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     plt = require("matplotlib.pyplot")
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * len(stops), 1.15 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, 0.9 * len(stops) + 0.3), 1.25 * len(rows) + 0.5),
+                             squeeze=False)
     for ax, (label, frames) in zip(axes[:, 0], rows.items()):
         ax.imshow(np.concatenate([frames[s - 1] for s in stops], axis=1), interpolation="nearest")
         ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_title(label, loc="left", fontsize=9)
         size = frames.shape[2]
         ax.set_xticks([size * (i + 0.5) for i in range(len(stops))], [f"S{i + 1}" for i in range(len(stops))], fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.14, right=0.99, top=0.9, bottom=0.06, hspace=0.35)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
