@@ -10,6 +10,9 @@ they are imported only when a metric runs, so `mmpl_core` imports without them.
     fidelity    the synthetic world's rules kept: object count and colours (colour segmentation)
     defects     synthetic defects (colour ramp, blur ramp, hard cut, freeze, jitter) that each metric must flag
     evaluate    all metrics of one video, with the flag thresholds as data
+    protocol    the benchmark's prompts and generators (MMPL, ablations, AR baseline, rendered world), cached videos
+    report      means over prompts, the goal ratios, Markdown tables and plots
+    benchmark   `run_quality`: the whole benchmark (front ends: `mmpl bench quality`, bench/quality.py)
 """
 from .bins import TimeBins
 
