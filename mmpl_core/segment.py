@@ -104,6 +104,7 @@ class SegmentSampler:
         self.dtype = dtype
         self.attention_backend = attention_backend
         self._text_cache: dict[tuple[int, int | None], tuple[Prompt, TextContext]] = {}
+        self.last_cache_bytes = 0
 
     @property
     def guided(self) -> bool:
@@ -219,6 +220,7 @@ class SegmentSampler:
                 forwards += 1
             run.timings.append(GroupTiming(group.name, group.frames, time.perf_counter() - start, forwards, denoise))
         run.cache_bytes = sum(cache.nbytes() for _, cache in branches)
+        self.last_cache_bytes = run.cache_bytes  # diagnostics for callers that only keep the result
         return run
 
     @staticmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import CLIError, add_model_args, add_sampler_args, build_pipeline, read_image, sampler_config
+from .schedule_args import add_schedule_args, make_pool, uses_workers
 
 
 def register(sub) -> None:
@@ -28,6 +29,7 @@ def register(sub) -> None:
         p.add_argument("--color-anchor", type=float, default=0.0, help="0 (off) … 1: hold colours near segment 1's")
         p.add_argument("--boundary-weight", type=float, default=0.0, help="paper Appendix F noise init weight")
         p.add_argument("--plan-dir", type=Path, help="plan folder (default: next to --out, or ./plan)")
+        add_schedule_args(p)
         if name == "generate":
             p.add_argument("--out", type=Path, required=True, help="the mp4 to write")
             p.add_argument("--gif", type=Path, help="also write the video as an animated GIF (e.g. for a README)")
@@ -64,11 +66,13 @@ def _progress(total: int, desc: str):
 
 def _settings(args):
     from ..plan import GenerationSettings
+    from ..schedule import MODES
 
     try:
         return GenerationSettings(
             seed=args.seed, height=args.size[0], width=args.size[1], sampler=sampler_config(args), fps=args.fps,
             bridge=args.bridge, color_anchor=args.color_anchor, boundary_weight=args.boundary_weight,
+            handoff=MODES[args.mode], plan_cfg=args.plan_cfg,
         )
     except ValueError as err:
         raise CLIError(str(err)) from err
@@ -90,7 +94,8 @@ def _load(store, pipe):
         raise CLIError(str(err)) from err
 
 
-def _plan_phase(args, pipe, store, seconds):
+def _open_plan(args, pipe, store):
+    """The plan in the plan folder (checked to match the arguments), or a new, unplanned one."""
     settings = _settings(args)
     if store.exists():
         plan = _load(store, pipe)
@@ -101,12 +106,16 @@ def _plan_phase(args, pipe, store, seconds):
             raise CLIError(f"{store.directory} holds another plan (settings, prompts or segment count differ); "
                            "choose another --plan-dir, or use `mmpl populate` / `mmpl edit` on it")
         print(f"resuming the plan in {store.directory}: {plan.statuses()}", file=sys.stderr)
-    else:
-        image = read_image(args.image, settings.height, settings.width) if args.image else None
-        try:
-            plan = pipe.new_plan(args.prompt, args.segments, settings, image)
-        except ValueError as err:
-            raise CLIError(str(err)) from err
+        return plan
+    image = read_image(args.image, settings.height, settings.width) if args.image else None
+    try:
+        return pipe.new_plan(args.prompt, args.segments, settings, image)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def _plan_phase(args, pipe, store, seconds):
+    plan = _open_plan(args, pipe, store)
     start = next((k for k, s in enumerate(plan.statuses()) if s == "empty"), len(plan))
     with _progress(pipe.steps_per_segment(plan, "plan") * (len(plan) - start), "planning") as bar:
         plan = pipe.plan(plan, start=start, on_step=lambda: bar.update(1),
@@ -162,19 +171,58 @@ def _interruptible(func):
 
 def _report(seconds: dict[str, float], total: float) -> None:
     parts = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
-    print(f"time: {total:.1f} s ({parts})")
+    print(f"time: {total:.1f} s" + (f" ({parts})" if parts else ""))
 
 
 @_interruptible
 def run_generate(args) -> int:
+    """Plan, populate and decode as one task graph: populating starts as soon as a segment's plan exists."""
+    from ..schedule import ScheduleError, run_plan
+    from ..schedule.graph import build_graph
+
     t0 = time.perf_counter()
-    pipe, store, seconds = build_pipeline(args), _store(args), {}
-    plan = _plan_phase(args, pipe, store, seconds)
-    sheet = _write_contact_sheet(pipe, plan, args.out.with_suffix(".keyframes.png"))
-    print(f"wrote {sheet}")
-    _populate_and_write(pipe, plan, store, args.out, seconds=seconds, gif=args.gif)
-    _report(seconds, time.perf_counter() - t0)
+    pipe, store = build_pipeline(args), _store(args)
+    plan = _open_plan(args, pipe, store)
+    graph = build_graph(plan)
+    steps = {t.name: plan.settings.sampler.steps * len(t.groups) for t in graph.tasks}
+    with _progress(sum(steps.values()), "generating") as bar:
+        pool = make_pool(args, pipe, on_step=lambda: bar.update(1))
+        in_process = not uses_workers(args)
+        try:
+            result = run_plan(
+                plan, pool, pipe.prompt_fn(plan.settings.sampler), max_retries=args.max_retries,
+                on_segment=lambda k, p: store.save(p),
+                on_task=None if in_process else lambda task, _: bar.update(steps[task.name]),
+            )
+        except ScheduleError as err:
+            raise CLIError(str(err)) from err
+        finally:
+            pool.close()
+    plan = result.plan
+    store.save(plan)
+    print(f"wrote {_write_contact_sheet(pipe, plan, args.out.with_suffix('.keyframes.png'))}")
+    _write_video(plan, result.videos, args.out, args.gif)
+    report = result.report
+    print(f"scheduled {len(graph)} tasks on {report.workers} worker(s), policy {report.policy}; "
+          f"makespan {report.makespan:.1f} s" + (f"; retried: {', '.join(report.retries)}" if report.retries else ""))
+    _report({}, time.perf_counter() - t0)
     return 0
+
+
+def _write_video(plan, videos: dict, out: Path, gif: Path | None) -> None:
+    """Stitch decoded segments (uint8 [T, H, W, 3] each) in order, dropping the frames each shares with the one
+    before, and write the mp4 (and the GIF)."""
+    from ..stitch import overlap_pixel_frames
+    from ..video_io import write_mp4
+
+    overlap = overlap_pixel_frames(plan.layout)
+    video = np.concatenate([videos[k] if k == 0 else videos[k][overlap:] for k in range(len(plan))])
+    write_mp4(video, out, fps=plan.settings.fps)
+    print(f"wrote {out}: {len(video)} frames, {len(video) / plan.settings.fps:.1f} s at {plan.settings.fps} fps")
+    if gif is not None:
+        from ..video_io import write_gif
+
+        print(f"wrote {write_gif(video, gif, fps=plan.settings.fps)}")
 
 
 @_interruptible

@@ -12,10 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .chain import PromptFn, SegmentCallback
-from .plan import Plan
-from .populate import populate_one, segments_to_populate
-from .segment import SegmentSampler, StepCallback
+from ..chain import PromptFn, SegmentCallback
+from ..plan import Plan
+from ..populate import populate_one, segments_to_populate
+from ..segment import SegmentSampler, StepCallback
 
 
 @dataclass(frozen=True)
