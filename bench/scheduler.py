@@ -25,7 +25,7 @@ from mmpl_core.cli import build_parser  # noqa: E402
 from mmpl_core.cli.common import build_pipeline  # noqa: E402
 from mmpl_core.cli.schedule_args import PipelineSpec  # noqa: E402
 from mmpl_core.schedule import (  # noqa: E402
-    CostModel, ProcessPool, best_policy, build_graph, lower_bound, run_plan, simulate,
+    CostModel, ProcessPool, best_policy, build_graph, lower_bound, run_plan, simulate, total_work,
 )
 from mmpl_core.schedule.costs import SPLIT  # noqa: E402
 
@@ -123,13 +123,18 @@ def main() -> int:
                 chosen, c = (best, split_costs) if best.makespan < nosplit.makespan else (nosplit, costs)
                 bound = min(lower_bound(graph, split_costs, workers, split=True), lower_bound(graph, costs, workers))
                 ratio = chosen.makespan / bound
+                # Tighter, still valid with batched CFG: while plan[0] runs nothing else can, so n − 1 devices idle.
+                first = costs.cost(graph.tasks[0])
+                tight = max(bound, min(lower_bound(graph, split_costs, workers, split=True),
+                                       (total_work(graph, costs) + (workers - 1) * first) / workers))
                 ratios[(mode, segments, workers)] = ratio
                 speedups[(mode, segments, workers)] = one / chosen.makespan
                 rows.append(f"| {mode} | {segments} | {workers} | {chosen.policy} | {chosen.makespan:.1f} | "
-                            f"{bound:.1f} | {ratio:.3f} | {one / chosen.makespan:.2f}× | {one / nosplit.makespan:.2f}× |")
-    print("\n| mode | segments | workers | policy | simulated makespan (s) | lower bound (s) | ratio | speed-up | "
-          "speed-up without split |")
-    print("|---|---|---|---|---|---|---|---|---|")
+                            f"{bound:.1f} | {ratio:.3f} | {chosen.makespan / tight:.3f} | {one / chosen.makespan:.2f}× | "
+                            f"{one / nosplit.makespan:.2f}× |")
+    print("\n| mode | segments | workers | policy | simulated makespan (s) | lower bound (s) | ratio | ratio to the "
+          "start-aware bound | speed-up | speed-up without split |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     summary = {
         "max_ratio_to_bound": round(max(v for k, v in ratios.items() if k[0] == "throughput"), 4),

@@ -212,9 +212,10 @@ class Plan:
 
 
 def required_frames(layout: SegmentLayout, handoff: str, k: int, num_segments: int) -> tuple[int, ...]:
-    """Latent frames of segment k that end up in the video: all of them, except with the midpoint handoff, where a
-    segment other than the last stops at its midpoint keyframes (the next segment starts from them)."""
-    if handoff == "midpoint" and k < num_segments - 1:
+    """Latent frames of segment k that end up in the video: all of them, except with the midpoint handoff, where
+    every segment stops at its midpoint keyframes (the next one starts from them; the last one stops there too, so
+    no segment ever runs the deepest-context tail group and the peak memory stays the head's)."""
+    if handoff == "midpoint":
         if not layout.midpoint:
             raise ValueError(f"layout {layout.name} has no midpoint keyframe pair; use the terminal handoff")
         return tuple(range(layout.midpoint[-1] + 1))

@@ -23,20 +23,17 @@ def overlap_pixel_frames(layout: SegmentLayout) -> int:
 
 
 def kept_pixel_frames(layout: SegmentLayout, handoff: str = "terminal") -> int:
-    """Pixel frames a segment other than the last decodes to: all 81 (terminal handoff), or up to its midpoint
-    keyframes, 49 for Wan's layout (midpoint handoff: the next segment starts from them)."""
+    """Pixel frames a segment decodes to: all 81 (terminal handoff), or up to its midpoint keyframes, 49 for Wan's
+    layout (midpoint handoff: the next segment starts from them)."""
     if handoff == "midpoint":
         return 1 + TEMPORAL_STRIDE * layout.midpoint[-1]
     return segment_pixel_frames(layout)
 
 
 def stitched_frame_count(layout: SegmentLayout, num_segments: int, handoff: str = "terminal") -> int:
-    """81 + 76·(S − 1) for Wan's 21-latent segments; 49 + 44·(S − 2) + 76 with the midpoint handoff."""
-    overlap, last = overlap_pixel_frames(layout), segment_pixel_frames(layout)
-    if num_segments == 1:
-        return last
+    """81 + 76·(S − 1) for Wan's 21-latent segments; 49 + 44·(S − 1) with the midpoint handoff."""
     kept = kept_pixel_frames(layout, handoff)
-    return kept + (kept - overlap) * (num_segments - 2) + last - overlap
+    return kept + (kept - overlap_pixel_frames(layout)) * (num_segments - 1)
 
 
 def stitch_stream(videos: Iterable[torch.Tensor], layout: SegmentLayout) -> Iterator[torch.Tensor]:

@@ -40,11 +40,11 @@ def test_graph_throughput_mode():
     assert [t.name for t in graph.tasks if t.chain] == ["plan[0]", "bridge[0]", "plan[1]", "bridge[1]", "plan[2]"]
 
 
-def test_graph_memory_mode_skips_tails_but_the_last():
+def test_graph_memory_mode_skips_tails():
     plan = Plan.new(get_layout("mmpl-t2v-13"), settings("memory"), ["x"], 3, "fp")
     graph = build_graph(plan)
     assert graph.mode == "memory"
-    assert [t.name for t in graph.tasks if t.kind == POPULATE] == ["head[0]", "head[1]", "head[2]", "tail[2]"]
+    assert [t.name for t in graph.tasks if t.kind == POPULATE] == ["head[0]", "head[1]", "head[2]"]
     assert graph["decode[0]"].deps == ("head[0]",)
     with pytest.raises(ValueError, match="midpoint"):
         Plan.new(get_layout("mmpl-t2v-9"), settings("memory"), ["x"], 2, "fp")  # no midpoint pair to hand off
@@ -125,7 +125,7 @@ def test_local_workers_match_sequential_bit_for_bit(demo, mode, plan_cfg):
     if plan_cfg == "split":  # plan tasks really were shared by both workers
         assert any(len(r.workers) == 2 for r in parallel.report.records if r.task.startswith("plan"))
     lengths = [len(sequential.videos[k]) for k in range(3)]
-    assert lengths == ([49, 49, 49] if mode == "throughput" else [29, 29, 49])
+    assert lengths == ([49, 49, 49] if mode == "throughput" else [29, 29, 29])
 
 
 def test_ray_workers_match_sequential(demo):
@@ -208,3 +208,18 @@ def test_interrupt_leaves_a_resumable_plan_folder(demo, tmp_path):
     assert "empty" in saved.statuses() or "planned" in saved.statuses()
     resumed = _run_sequential(pipe, saved, on_segment=lambda k, p: store.save(p))
     assert _same(reference, resumed)
+
+
+def test_cli_generate_with_workers_in_memory_mode(tmp_path):
+    from mmpl_core.cli import main
+    from mmpl_core.stitch import stitched_frame_count
+    from mmpl_core.video_io import count_mp4_frames
+
+    out = tmp_path / "v.mp4"
+    base = ["generate", "--prompt", "a red circle", "--segments", "3", "--steps", "2", "--out", str(out)]
+    assert main(base + ["--workers", "2", "--mode", "memory"]) == 0
+    assert count_mp4_frames(out) == stitched_frame_count(get_layout("mmpl-t2v-13"), 3, "midpoint") == 77
+    with pytest.raises(SystemExit, match="--workers must be >= 1"):
+        main(base + ["--workers", "0"])
+    with pytest.raises(SystemExit, match="either --workers N or --devices"):
+        main(base + ["--workers", "2", "--devices", "cpu,cpu"])

@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from .common import CLIError
 
 
-def add_schedule_args(p: argparse.ArgumentParser) -> None:
+def add_schedule_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
+    """--mode and --plan-cfg (they shape the plan); with `workers`, also where the work runs."""
     g = p.add_argument_group("scheduling (plan chain and populating in parallel)")
     g.add_argument("--mode", choices=("throughput", "memory"), default="throughput",
                    help="throughput: the next segment starts from the terminal keyframes (every frame kept); memory: "
                         "from the midpoint keyframes (a segment's deepest-context tail is skipped: lower peak memory, "
                         "more segments per second of video)")
-    g.add_argument("--workers", type=int, help="worker processes standing in for devices (on CPU), e.g. 2")
-    g.add_argument("--devices", help="one worker per device, e.g. cuda:0,cuda:1")
-    g.add_argument("--ray", metavar="ADDRESS", help="run workers as Ray actors: 'local' or a cluster address")
     g.add_argument("--plan-cfg", choices=("batched", "split"), default="batched",
                    help="split: plan chunks evaluate CFG branches apart, so two idle devices can share one (shortens "
                         "the plan chain with 3+ devices; results then differ in the last bits from 'batched')")
+    if not workers:
+        return
+    g.add_argument("--workers", type=int, help="worker processes standing in for devices (on CPU), e.g. 2")
+    g.add_argument("--devices", help="one worker per device, e.g. cuda:0,cuda:1")
+    g.add_argument("--ray", metavar="ADDRESS", help="run workers as Ray actors: 'local' or a cluster address")
     g.add_argument("--threads", type=int,
                    help="torch threads per CPU worker (CPU results are bit-identical across worker counts at equal "
                         "--threads; default 1 with --workers/--ray, torch's default otherwise)")
@@ -55,10 +58,18 @@ def worker_devices(args) -> list[str]:
         if not devices:
             raise CLIError(f"--devices {args.devices!r}: expected a comma-separated list such as cuda:0,cuda:1")
         return devices
-    count = args.workers or 1
-    if count < 1:
-        raise CLIError(f"--workers must be >= 1, got {count}")
-    return [args.device] * count
+    return [args.device] * (args.workers or 1)
+
+
+def check_schedule_args(args) -> None:
+    """Refuse bad scheduling arguments before any work starts."""
+    for name in ("workers", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name} must be >= 1, got {value}")
+    if args.max_retries < 0:
+        raise CLIError(f"--max-retries must be >= 0, got {args.max_retries}")
+    worker_devices(args)
 
 
 def make_pool(args, pipe, on_step=None):
@@ -66,9 +77,8 @@ def make_pool(args, pipe, on_step=None):
     from ..schedule import InProcessPool, ProcessPool
     from ..schedule.jobs import Engine
 
+    check_schedule_args(args)
     threads = args.threads or (1 if uses_workers(args) else None)
-    if args.threads is not None and args.threads < 1:
-        raise CLIError(f"--threads must be >= 1, got {args.threads}")
     if args.ray:
         from ..schedule.ray_pool import RayPool
 

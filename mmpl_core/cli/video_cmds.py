@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import CLIError, add_model_args, add_sampler_args, build_pipeline, read_image, sampler_config
-from .schedule_args import add_schedule_args, make_pool, uses_workers
+from .schedule_args import add_schedule_args, check_schedule_args, make_pool, uses_workers
 
 
 def register(sub) -> None:
@@ -29,7 +29,7 @@ def register(sub) -> None:
         p.add_argument("--color-anchor", type=float, default=0.0, help="0 (off) … 1: hold colours near segment 1's")
         p.add_argument("--boundary-weight", type=float, default=0.0, help="paper Appendix F noise init weight")
         p.add_argument("--plan-dir", type=Path, help="plan folder (default: next to --out, or ./plan)")
-        add_schedule_args(p)
+        add_schedule_args(p, workers=name == "generate")
         if name == "generate":
             p.add_argument("--out", type=Path, required=True, help="the mp4 to write")
             p.add_argument("--gif", type=Path, help="also write the video as an animated GIF (e.g. for a README)")
@@ -181,6 +181,7 @@ def run_generate(args) -> int:
     from ..schedule.graph import build_graph
 
     t0 = time.perf_counter()
+    check_schedule_args(args)
     pipe, store = build_pipeline(args), _store(args)
     plan = _open_plan(args, pipe, store)
     graph = build_graph(plan)

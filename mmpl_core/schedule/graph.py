@@ -4,7 +4,7 @@ For each segment k: `plan[k]` (micro planning) → `bridge[k]` (its hand-off key
 k+1's first latents) → `plan[k+1]`; after `plan[k]`, one populate task per layout group still needed (`head[k]`, then
 `tail[k]`, which sees the head), then `decode[k]`. The plan and bridge tasks form the plan chain, the graph's
 critical spine. Which groups a segment needs follows the plan's handoff: with the midpoint handoff (memory mode) a
-segment other than the last needs only its head. Graphs start from a plan's state, so a resumed run only holds the
+segment needs only its head. Graphs start from a plan's state, so a resumed run only holds the
 tasks still to do.
 """
 from __future__ import annotations
