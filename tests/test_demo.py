@@ -32,7 +32,8 @@ def test_demo_bundle_is_shipped_small_and_comfyui_loadable(mode):
 @pytest.mark.parametrize("mode", demo.MODES)
 def test_demo_generate_runs(tmp_path, mode):
     out = tmp_path / "demo.mp4"
-    assert main(["generate", "--mode", mode, "--prompt", "a red circle bounces over a blue to black gradient",
+    model = {"mmpl": "demo", "ar": "demo:ar"}[mode]
+    assert main(["generate", "--model", model, "--prompt", "a red circle bounces over a blue to black gradient",
                  "--segments", "2", "--steps", "3", "--out", str(out)]) == 0
     layout = get_layout(demo.DemoBundle.load(mode).layout)
     assert count_mp4_frames(out) == stitched_frame_count(layout, 2)
