@@ -95,15 +95,15 @@ def plan_one(
     """Segment k (micro) planned from its first latents `context` (`segment_context`).
 
     A locked segment keeps its micro plan under the new context; a re-planned one whose keyframes come out
-    unchanged keeps its populated frames. `exchange` shares the guided plan chunks with a partner device
-    (plan_cfg "split" only)."""
+    unchanged keeps its populated frames. `exchange` shares the guided chunks with a partner device
+    (cfg_branches "split" only)."""
     seg, layout = plan.segments[k], plan.layout
     if seg.locked and seg.latents is not None:
         latents = seg.latents if context is None else _with_context(seg.latents, context, layout.keyframes)
         return replace(seg, latents=latents)
-    split = plan.settings.plan_cfg == "split"
+    split = plan.settings.cfg_branches == "split"
     if exchange is not None and not split:
-        raise ValueError("sharing a plan chunk between devices needs plan_cfg='split'")
+        raise ValueError("sharing a chunk between devices needs cfg_branches='split'")
     run = plan_segment(
         sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
         seed=seg.seed, segment=k, context=context, on_step=on_step, split_cfg=split, exchange=exchange,

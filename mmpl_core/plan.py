@@ -21,9 +21,9 @@ BRIDGES = ("vae", "naive")
 # What starts segment k+1: segment k's terminal keyframes (maximum throughput: every frame of a segment is kept) or its
 # midpoint keyframes (minimum memory peak: a segment is kept up to its midpoint and its deepest-context tail is skipped).
 HANDOFFS = ("terminal", "midpoint")
-# How plan chunks evaluate classifier-free guidance: one batch-2 forward (fastest on one device) or one batch-1
-# forward per branch (the official code's numerics), which lets two devices share a plan chunk.
-PLAN_CFG = ("batched", "split")
+# How guided chunks evaluate classifier-free guidance: one batch-2 forward (fastest on one device) or one batch-1
+# forward per branch (the official code's numerics), which lets two idle devices share a chunk.
+CFG_BRANCHES = ("batched", "split")
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,15 @@ class GenerationSettings:
     boundary_weight: float = 0.0
     fps: int = 16
     handoff: str = "terminal"
-    plan_cfg: str = "batched"
+    cfg_branches: str = "batched"
 
     def __post_init__(self):
         if self.bridge not in BRIDGES:
             raise ValueError(f"bridge must be one of {BRIDGES}, got {self.bridge!r}")
         if self.handoff not in HANDOFFS:
             raise ValueError(f"handoff must be one of {HANDOFFS}, got {self.handoff!r}")
-        if self.plan_cfg not in PLAN_CFG:
-            raise ValueError(f"plan_cfg must be one of {PLAN_CFG}, got {self.plan_cfg!r}")
+        if self.cfg_branches not in CFG_BRANCHES:
+            raise ValueError(f"cfg_branches must be one of {CFG_BRANCHES}, got {self.cfg_branches!r}")
         if not 0.0 <= self.color_anchor <= 1.0:
             raise ValueError(f"color_anchor must lie in [0, 1], got {self.color_anchor}")
         if not 0.0 <= self.boundary_weight < 1.0:

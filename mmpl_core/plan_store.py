@@ -44,9 +44,9 @@ _DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
 # The schema of plan.json: a dict is an object with exactly these keys, [spec] a list of spec, "T?" T or null.
 _SAMPLER = {"solver": "str", "steps": "int", "shift": "float", "guidance": "float"}
 _SETTINGS = {"seed": "int>=0", "height": "int", "width": "int", "bridge": "str", "color_anchor": "float",
-             "boundary_weight": "float", "fps": "int", "handoff": "str", "plan_cfg": "str", "sampler": _SAMPLER}
+             "boundary_weight": "float", "fps": "int", "handoff": "str", "cfg_branches": "str", "sampler": _SAMPLER}
 # Settings added in format version 2, with the values that version-1 plan folders were made with.
-_SETTINGS_ADDED = {"handoff": "terminal", "plan_cfg": "batched"}
+_SETTINGS_ADDED = {"handoff": "terminal", "cfg_branches": "batched"}
 _READABLE_VERSIONS = (1, FORMAT_VERSION)
 _SEGMENT = {"prompt": "str", "seed": "int>=0", "locked": "bool", "status": "str", "file": "str?",
             "known_frames": ["int"]}

@@ -300,6 +300,8 @@ def populate_segment(
     on_step: StepCallback | None = None,
     frames: Sequence[int] | None = None,
     groups: Sequence[int] | None = None,
+    split_cfg: bool = False,
+    exchange: BranchExchange | None = None,
 ) -> SegmentRun:
     """Content populating, given a planned segment: `groups` if given, else every group not yet known that produces
     one of `frames` (default: all frames). Resumable: known groups are kept."""
@@ -309,5 +311,6 @@ def populate_segment(
         if not set(layout.groups[g].frames) <= planned.known and (groups is not None or wanted & set(layout.groups[g].frames))
     ]
     return sampler.run(
-        layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step
+        layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step,
+        split_cfg=split_cfg, exchange=exchange,
     )

@@ -92,11 +92,11 @@ def test_plan_store_reads_format_version_1_and_midpoint_statuses(tmp_path):
     plan = make_plan()
     save_plan(plan, tmp_path / "p")
     doc = json.loads((tmp_path / "p" / PLAN_FILE).read_bytes())
-    doc["format_version"] = 1  # version 1 had no handoff / plan_cfg settings: terminal and batched
-    del doc["settings"]["handoff"], doc["settings"]["plan_cfg"]
+    doc["format_version"] = 1  # version 1 had no handoff / cfg_branches settings: terminal and batched
+    del doc["settings"]["handoff"], doc["settings"]["cfg_branches"]
     (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
     old = load_plan(tmp_path / "p")
-    assert (old.settings.handoff, old.settings.plan_cfg) == ("terminal", "batched")
+    assert (old.settings.handoff, old.settings.cfg_branches) == ("terminal", "batched")
     assert_same(plan, old)
     # With the midpoint handoff a segment other than the last is finished once its frames up to the midpoint are.
     layout = get_layout("mmpl-t2v-13")

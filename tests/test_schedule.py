@@ -23,9 +23,9 @@ from mmpl_core.schedule.graph import POPULATE
 SAMPLER = SamplerConfig("unipc", 2, 3.0, 3.0)
 
 
-def settings(mode: str = "throughput", plan_cfg: str = "batched") -> GenerationSettings:
+def settings(mode: str = "throughput", cfg_branches: str = "batched") -> GenerationSettings:
     return GenerationSettings(sampler=SAMPLER, handoff={"throughput": "terminal", "memory": "midpoint"}[mode],
-                              plan_cfg=plan_cfg)
+                              cfg_branches=cfg_branches)
 
 
 def test_graph_throughput_mode():
@@ -107,22 +107,22 @@ def _same(a, b) -> bool:
     ) and a.videos.keys() == b.videos.keys() and all((a.videos[k] == b.videos[k]).all() for k in a.videos)
 
 
-@pytest.mark.parametrize("mode,plan_cfg", [("throughput", "batched"), ("memory", "split")])
-def test_local_workers_match_sequential_bit_for_bit(demo, mode, plan_cfg):
+@pytest.mark.parametrize("mode,cfg_branches,policy", [
+    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all"), ("throughput", "split", "greedy-split")])
+def test_local_workers_match_sequential_bit_for_bit(demo, mode, cfg_branches, policy):
     args, pipe = demo
-    plan = pipe.new_plan(["a red circle bounces"], 3, settings(mode, plan_cfg))
+    plan = pipe.new_plan(["a red circle bounces"], 3, settings(mode, cfg_branches))
     sequential = _run_sequential(pipe, plan)
     assert sequential.plan.statuses() == ["populated"] * 3
     pool = ProcessPool(PipelineSpec(args), ["cpu", "cpu"], threads=1)
     try:
-        policy = "split-all" if plan_cfg == "split" else "chain-1"
         parallel = run_plan(plan, pool, pipe.prompt_fn(plan.settings.sampler), policy=policy)
     finally:
         pool.close()
     assert _same(sequential, parallel)
     used = {w for r in parallel.report.records for w in r.workers}
     assert used == {0, 1}
-    if plan_cfg == "split":  # plan tasks really were shared by both workers
+    if cfg_branches == "split":  # tasks really were shared by both workers (plan[0] at least: nothing else is ready)
         assert any(len(r.workers) == 2 for r in parallel.report.records if r.task.startswith("plan"))
     lengths = [len(sequential.videos[k]) for k in range(3)]
     assert lengths == ([49, 49, 49] if mode == "throughput" else [29, 29, 29])

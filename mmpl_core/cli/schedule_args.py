@@ -1,4 +1,4 @@
-"""`--workers / --devices / --ray / --mode / --plan-cfg / --threads`: how `mmpl generate` spreads its work."""
+"""`--workers / --devices / --ray / --mode / --cfg-branches / --threads`: how `mmpl generate` spreads its work."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +9,15 @@ from .common import CLIError
 
 
 def add_schedule_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
-    """--mode and --plan-cfg (they shape the plan); with `workers`, also where the work runs."""
+    """--mode and --cfg-branches (they shape the plan); with `workers`, also where the work runs."""
     g = p.add_argument_group("scheduling (plan chain and populating in parallel)")
     g.add_argument("--mode", choices=("throughput", "memory"), default="throughput",
                    help="throughput: the next segment starts from the terminal keyframes (every frame kept); memory: "
                         "from the midpoint keyframes (a segment's deepest-context tail is skipped: lower peak memory, "
                         "more segments per second of video)")
-    g.add_argument("--plan-cfg", choices=("batched", "split"), default="batched",
-                   help="split: plan chunks evaluate CFG branches apart, so two idle devices can share one (shortens "
-                        "the plan chain with 3+ devices; results then differ in the last bits from 'batched')")
+    g.add_argument("--cfg-branches", choices=("batched", "split"), default="batched",
+                   help="split: guided chunks evaluate the two CFG branches apart, so two idle devices can share one "
+                        "(shortens the plan chain with 3+ devices; results differ in the last bits from 'batched')")
     if not workers:
         return
     g.add_argument("--workers", type=int, help="worker processes standing in for devices (on CPU), e.g. 2")

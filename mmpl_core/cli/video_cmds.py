@@ -72,7 +72,7 @@ def _settings(args):
         return GenerationSettings(
             seed=args.seed, height=args.size[0], width=args.size[1], sampler=sampler_config(args), fps=args.fps,
             bridge=args.bridge, color_anchor=args.color_anchor, boundary_weight=args.boundary_weight,
-            handoff=MODES[args.mode], plan_cfg=args.plan_cfg,
+            handoff=MODES[args.mode], cfg_branches=args.cfg_branches,
         )
     except ValueError as err:
         raise CLIError(str(err)) from err

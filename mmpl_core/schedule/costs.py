@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..layout import SegmentLayout
-from .graph import BRIDGE, DECODE, PLAN, Task, TaskGraph
+from .graph import BRIDGE, DECODE, Task, TaskGraph
 
-SPLIT = "/split"  # suffix of the cost key of one device's half of a plan task shared by two devices
+SPLIT = "/split"  # suffix of the cost key of one device's half of a task shared by two devices
 # Priors for the tasks without a denoising loop, in units of one denoised frame-step; and the share of a guided
 # batch-2 forward that one batch-1 branch costs (measured on CPU for the demo model: 0.55–0.6).
 _BRIDGE_UNITS, _DECODE_UNITS, _SPLIT_SHARE = 4.0, 6.0, 0.6
@@ -36,8 +36,7 @@ class CostModel:
                 work = sum(steps * len(layout.groups[g].frames) * (len(layout.groups[g].frames) + len(layout.groups[g].sees))
                            for g in task.groups) / layout.num_frames
                 units[task.cost_key] = work
-                if task.kind == PLAN:
-                    units[task.cost_key + SPLIT] = work * _SPLIT_SHARE
+                units[task.cost_key + SPLIT] = work * _SPLIT_SHARE
         return cls(prior_units=units)
 
     def _seconds_per_unit(self) -> float:
@@ -53,9 +52,18 @@ class CostModel:
         key = self.key(task, split)
         if key in self.seconds:
             return self.seconds[key]
+        share = self.split_share()
+        if split and share is not None and task.cost_key in self.seconds:
+            return self.seconds[task.cost_key] * share  # this task's own time, at the share splits measure elsewhere
         if key not in self.prior_units:
             raise KeyError(f"no cost for task {task.name} ({key})")
         return self.prior_units[key] * self._seconds_per_unit()
+
+    def split_share(self) -> float | None:
+        """Mean of (one device's half of a split task) / (the task unsplit) over keys measured both ways."""
+        pairs = [(self.seconds[k], self.seconds[k.removesuffix(SPLIT)]) for k in self.seconds
+                 if k.endswith(SPLIT) and k.removesuffix(SPLIT) in self.seconds]
+        return sum(half / whole for half, whole in pairs) / len(pairs) if pairs else None
 
     def measure(self, task: Task, seconds: float, split: bool = False) -> None:
         """Fold one measured duration into the mean of its cost key."""

@@ -37,8 +37,8 @@ class Task:
 
     @property
     def splittable(self) -> bool:
-        """Plan tasks may share their guided chunks between two devices (plan_cfg "split")."""
-        return self.kind == PLAN
+        """Plan and populate tasks may share their guided chunks between two devices (cfg_branches "split")."""
+        return self.kind in (PLAN, POPULATE)
 
 
 @dataclass(frozen=True)

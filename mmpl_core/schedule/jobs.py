@@ -23,7 +23,7 @@ from .graph import BRIDGE, DECODE, PLAN, POPULATE, Task
 class Job:
     """task: what to run. plan: the plan with latents only on the segments the task reads. prompts: text → Prompt.
     context: a plan task's first latents [C, k, h, w] (from the bridge, or the I2V image latent).
-    branch: for a plan task shared by two workers, the CFG branch this worker evaluates (0 or 1)."""
+    branch: for a task shared by two workers, the CFG branch this worker evaluates (0 or 1)."""
 
     task: Task
     plan: Plan
@@ -81,6 +81,7 @@ class Engine:
             run = populate_segment(
                 sampler, plan.layout, job.prompts[seg.prompt], seg.latents, seed=seg.seed, segment=k,
                 boundary_weight=plan.settings.boundary_weight, on_step=on_step, groups=task.groups,
+                split_cfg=plan.settings.cfg_branches == "split", exchange=exchange,
             )
             out.segment, out.cache_bytes = replace(seg, latents=run.result), run.cache_bytes
         elif task.kind == DECODE:

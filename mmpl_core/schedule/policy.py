@@ -5,8 +5,8 @@ remaining path (bottom level, from the cost model), later segments first among e
 ends the video, is not left for last). Policies differ in how they protect and shorten the chain:
 
 - "greedy": every idle worker takes the best ready task.
-- "greedy-split": as greedy, and a plan task also takes a second idle worker (sharing its CFG branches) whenever
-  there are more idle workers than ready tasks, i.e. when that worker would otherwise wait.
+- "greedy-split": as greedy, and a plan or populate task also takes a second idle worker (sharing its CFG
+  branches) whenever there are more idle workers than ready tasks, i.e. when that worker would otherwise wait.
 - "split-all": every plan task runs split across two workers, waiting for a second one if need be (pays off when
   the chain is the bottleneck even with few workers).
 - "chain-1": one worker is reserved for the plan chain while the chain lasts (the authors' pipelining, done right).
@@ -47,12 +47,13 @@ class Dispatcher:
         self.reserved = tuple(range(reserve)) if workers > reserve else ()
         self.policy = policy
         self.levels = bottom_levels(graph, costs)
+        self.last_segment = max((t.segment for t in graph.tasks), default=0)
 
     def order(self, ready: Sequence[Task]) -> list[Task]:
         return sorted(ready, key=lambda t: (not t.chain, -self.levels[t.name], -t.segment, t.name))
 
     def assign(self, ready: Sequence[Task], idle: Sequence[int], chain_left: bool) -> list[tuple[Task, tuple[int, ...]]]:
-        """Start tasks from `ready` on `idle` workers: [(task, workers)], two workers for a split plan task."""
+        """Start tasks from `ready` on `idle` workers: [(task, workers)], two workers for a split task."""
         idle = sorted(idle)
         out: list[tuple[Task, tuple[int, ...]]] = []
         tasks = self.order(ready)
@@ -62,11 +63,14 @@ class Dispatcher:
             if not eligible:
                 continue
             take = 1
+            forced = task.chain and self.policy in ("chain-2-split", "split-all")  # plan tasks always split
+            # Once the chain is done, the last segment's populate tasks end the critical path: split them too.
+            forced |= not chain_left and task.segment == self.last_segment and self.policy != "greedy-split"
             if task.splittable and self.split and len(eligible) >= 2:
                 others_waiting = len([t for t in tasks[i + 1:] if not reserved or t.chain == task.chain])
-                if self.policy in ("chain-2-split", "split-all") or len(eligible) > 1 + others_waiting:
+                if forced or len(eligible) > 1 + others_waiting:
                     take = 2
-            if task.splittable and self.split and len(eligible) < 2 and (
+            if forced and task.chain and task.splittable and self.split and len(eligible) < 2 and (
                 self.policy == "split-all" or (self.policy == "chain-2-split" and reserved)
             ):
                 if self.policy == "split-all":

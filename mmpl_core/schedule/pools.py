@@ -3,7 +3,7 @@
 A pool starts jobs on workers and reports events: ("done", worker, JobResult), ("error", worker, message) when a job
 raised, ("died", worker, message) when a worker process is gone. Process workers are spawned (never forked, so CUDA
 works), set their own torch thread count, and build their own model replica from an `EngineSpec`. Two workers sharing
-a plan task exchange CFG branch outputs over a pipe between them, never through files.
+a task exchange CFG branch outputs over a pipe between them, never through files.
 """
 from __future__ import annotations
 

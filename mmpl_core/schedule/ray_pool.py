@@ -1,6 +1,6 @@
 """A Ray pool: one actor per GPU (or per CPU worker), on this machine or a cluster (`ray.init(address=...)`).
 
-Needs the optional extra `distributed` (`pip install mmpl-long-video[distributed]`). Plan tasks are not split
+Needs the optional extra `distributed` (`pip install mmpl-long-video[distributed]`). Tasks are not split
 across actors (that needs a per-step exchange between them); everything else matches the local process pool.
 """
 from __future__ import annotations

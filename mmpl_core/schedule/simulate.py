@@ -29,12 +29,25 @@ class Schedule:
 
 
 def critical_path(graph: TaskGraph, costs: CostModel, split: bool = False) -> float:
-    """Longest dependency path; with `split`, plan tasks count at their shared-by-two-devices duration."""
+    """Longest dependency path; with `split`, splittable tasks count at their shared-by-two-devices duration."""
+    return _longest_path(graph, costs, split)[0]
+
+
+def _longest_path(graph: TaskGraph, costs: CostModel, split: bool = False) -> tuple[float, list[str]]:
     finish: dict[str, float] = {}
+    previous: dict[str, str | None] = {}
     for t in graph.tasks:
-        own = costs.cost(t, split=split and t.splittable)
-        finish[t.name] = own + max((finish[d] for d in t.deps), default=0.0)
-    return max(finish.values(), default=0.0)
+        before = max(t.deps, key=lambda d: finish[d], default=None)
+        previous[t.name] = before
+        finish[t.name] = costs.cost(t, split=split and t.splittable) + (finish[before] if before else 0.0)
+    if not finish:
+        return 0.0, []
+    name: str | None = max(finish, key=finish.get)
+    length, path = finish[name], []
+    while name is not None:
+        path.append(name)
+        name = previous[name]
+    return length, path[::-1]
 
 
 def total_work(graph: TaskGraph, costs: CostModel) -> float:
@@ -45,18 +58,22 @@ def total_work(graph: TaskGraph, costs: CostModel) -> float:
 def lower_bound(graph: TaskGraph, costs: CostModel, workers: int, split: bool = False) -> float:
     """max(total work / workers, critical path): no schedule on `workers` identical devices can beat it.
 
-    With splitting, a schedule that splits m plan tasks does at least m × (least extra work of a split) more work,
-    and its critical path is at best the unsplit one minus the m largest savings; the bound is the minimum of
-    max(work_m / workers, path_m) over m, so it holds whatever a schedule splits."""
-    work, path = total_work(graph, costs), critical_path(graph, costs)
+    With splitting, a schedule that splits m tasks does at least m × (least extra work of a split) more work, the
+    unsplit critical path still takes at least its length minus the m largest savings of its own tasks, and no path
+    is shorter than with every task split; the bound is the minimum over m, so it holds whatever a schedule splits."""
+    work = total_work(graph, costs)
+    path, on_path = _longest_path(graph, costs)
     if not (split and workers >= 2):
         return max(work / workers, path)
-    plans = [t for t in graph.tasks if t.splittable]
-    extra = min((2 * costs.cost(t, split=True) - costs.cost(t) for t in plans), default=0.0)
-    savings = sorted((costs.cost(t) - costs.cost(t, split=True) for t in plans), reverse=True)
+    splittable = [t for t in graph.tasks if t.splittable]
+    by_name = graph.by_name
+    extra = max(0.0, min((2 * costs.cost(t, split=True) - costs.cost(t) for t in splittable), default=0.0))
+    savings = sorted((costs.cost(by_name[n]) - costs.cost(by_name[n], split=True) for n in on_path
+                      if by_name[n].splittable), reverse=True)
+    floor = critical_path(graph, costs, split=True)
     best = max(work / workers, path)
-    for m in range(1, len(plans) + 1):
-        best = min(best, max((work + m * max(extra, 0.0)) / workers, path - sum(savings[:m])))
+    for m in range(1, len(splittable) + 1):
+        best = min(best, max((work + m * extra) / workers, path - sum(savings[:m]), floor))
     return best
 
 
