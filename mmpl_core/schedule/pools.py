@@ -173,3 +173,8 @@ class ProcessPool:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=2)
+        # A job left in the queue of a worker that died would keep this process from exiting (the queue's feeder
+        # thread waits to flush it): drop what is unsent.
+        for q in (*self._jobs, self._events):
+            q.cancel_join_thread()
+            q.close()
