@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mmpl_core.layout import get_layout
-from mmpl_core.memory import GB, estimate_memory, group_costs, segment_flops
+from mmpl_core.memory import AUTHORS_H100_SEGMENT_SECONDS, GB, estimate_memory, group_costs, segment_flops
 from mmpl_core.model import WAN_CONFIGS, WanDiT
 from mmpl_core.model.attention import backend_for
 from mmpl_core.pipeline import MMPLPipeline
@@ -30,7 +30,6 @@ from mmpl_core.segment import Prompt, SegmentSampler, plan_segment, populate_seg
 from mmpl_core.text import HashedTextEncoder
 from mmpl_core.vae import WanVAE, build_tiny_vae
 
-AUTHORS_SEGMENT_S = 7 * 60 + 7  # one full 14B segment on one H100 (plan + head + tail + decode), reference §6.4
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0}  # dense bf16
 
 
@@ -176,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     seg_50 = sum(g["s_per_step"] * 50 for g in seg["groups"].values())
     bound_50 = segment_flops(cfg, layout, height, width, 50) / (tflops * 1e12) if tflops else None
     print(f"one segment at 50 steps (denoising only, from the step times): {seg_50:.0f} s; FLOP bound "
-          f"{'n/a' if bound_50 is None else f'{bound_50:.0f} s'}; authors' log (14B, H100): {AUTHORS_SEGMENT_S} s")
+          f"{'n/a' if bound_50 is None else f'{bound_50:.0f} s'}; "
+          f"authors' log (14B, H100): {AUTHORS_H100_SEGMENT_SECONDS} s")
     if video is not None:
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in video["seconds"].items())
         print(f"{args.segments}-segment video at {args.steps} steps: {video['total_s']:.1f} s ({parts}; "

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from .bridge import anchor_colour, naive_bridge, vae_bridge
+from .layout import PLAN
 from .plan import Plan, SegmentPlan
 from .segment import BranchExchange, Prompt, SegmentLatents, SegmentSampler, StepCallback, plan_segment
 from .vae import WanVAE
@@ -96,14 +97,14 @@ def plan_one(
 
     A locked segment keeps its micro plan under the new context; a re-planned one whose keyframes come out
     unchanged keeps its populated frames. `exchange` shares the guided chunks with a partner device
-    (cfg_branches "split" only)."""
+    (cfg_branches "split-plan" or "split" only)."""
     seg, layout = plan.segments[k], plan.layout
     if seg.locked and seg.latents is not None:
         latents = seg.latents if context is None else _with_context(seg.latents, context, layout.keyframes)
         return replace(seg, latents=latents)
-    split = plan.settings.cfg_branches == "split"
+    split = plan.settings.splits_cfg(PLAN)
     if exchange is not None and not split:
-        raise ValueError("sharing a chunk between devices needs cfg_branches='split'")
+        raise ValueError("sharing a plan chunk between devices needs cfg_branches 'split-plan' or 'split'")
     run = plan_segment(
         sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
         seed=seg.seed, segment=k, context=context, on_step=on_step, split_cfg=split, exchange=exchange,

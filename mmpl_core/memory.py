@@ -27,6 +27,8 @@ GIB = 2**30
 UMT5_XXL_PARAMS = 256384 * 4096 + 24 * (4 * 4096 * 4096 + 3 * 4096 * 10240 + 32 * 64 + 2 * 4096) + 4096
 WAN_VAE_PARAMS = 126_892_531
 WAN_VAE_BASE_DIM = 96
+# One whole 14B T2V segment (plan + head + tail + decode, 50 steps, 480×832) on one H100 in the authors' log (§6.4).
+AUTHORS_H100_SEGMENT_SECONDS = 7 * 60 + 7
 VAE_FULLRES_MAPS = 10  # full-resolution feature maps alive at the decoder's peak (rough: convs, norms, causal caches)
 
 
@@ -211,6 +213,8 @@ def segment_flops(cfg: WanConfig, layout: SegmentLayout, height: int, width: int
     return total
 
 
-__all__ = ["GB", "GIB", "GroupCost", "MemoryEstimate", "cached_frames", "dit_params", "estimate_memory",
-           "forward_activation_bytes", "group_costs", "kv_cache_bytes", "segment_flops", "step_flops",
-           "text_context_bytes", "tokens_per_frame", "vae_decode_bytes"]
+__all__ = [
+    "AUTHORS_H100_SEGMENT_SECONDS", "GB", "GIB", "GroupCost", "MemoryEstimate", "cached_frames", "dit_params",
+    "estimate_memory", "forward_activation_bytes", "group_costs", "kv_cache_bytes", "segment_flops", "step_flops",
+    "text_context_bytes", "tokens_per_frame", "vae_decode_bytes",
+]

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layout import SegmentLayout
+from .layout import PLAN, SegmentLayout
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
@@ -22,8 +22,9 @@ BRIDGES = ("vae", "naive")
 # midpoint keyframes (minimum memory peak: a segment is kept up to its midpoint and its deepest-context tail is skipped).
 HANDOFFS = ("terminal", "midpoint")
 # How guided chunks evaluate classifier-free guidance: one batch-2 forward (fastest on one device) or one batch-1
-# forward per branch (the official code's numerics), which lets two idle devices share a chunk.
-CFG_BRANCHES = ("batched", "split")
+# forward per branch (the official code's numerics), which lets two idle devices share a chunk: for the plan chunks
+# only ("split-plan": shortens the plan chain, populating keeps the faster batch-2 pass), or for every chunk ("split").
+CFG_BRANCHES = ("batched", "split-plan", "split")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class GenerationSettings:
             raise ValueError(f"height and width must be positive multiples of 16, got {self.height}x{self.width}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+    def splits_cfg(self, phase: str) -> bool:
+        """Whether chunks of `phase` (layout.PLAN or layout.POPULATE) evaluate their CFG branches apart."""
+        return self.cfg_branches == "split" or (self.cfg_branches == "split-plan" and phase == PLAN)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .chain import PromptFn, SegmentCallback
+from .layout import POPULATE
 from .plan import Plan, SegmentPlan
 from .segment import SegmentSampler, StepCallback, populate_segment
 from .stitch import stitch, stitch_stream
@@ -29,7 +30,7 @@ def populate_one(plan: Plan, k: int, sampler: SegmentSampler, prompt_of: PromptF
     run = populate_segment(
         sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
         boundary_weight=plan.settings.boundary_weight, on_step=on_step, frames=plan.required_frames(k),
-        split_cfg=plan.settings.cfg_branches == "split",
+        split_cfg=plan.settings.splits_cfg(POPULATE),
     )
     return replace(seg, latents=run.result)
 

@@ -3,6 +3,7 @@ bit (in-process, local worker processes, Ray), survive a killed worker and leave
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from mmpl_core.plan_store import PlanStore
 from mmpl_core.sampling import SamplerConfig
 from mmpl_core.schedule import (
     CostModel, Engine, InProcessPool, ProcessPool, ScheduleError, best_policy, build_graph, critical_path,
-    lower_bound, run_plan, simulate, total_work,
+    lower_bound, run_plan, simulate, start_aware_bound, total_work,
 )
 from mmpl_core.schedule.graph import POPULATE
 
@@ -66,18 +67,30 @@ def test_graph_resumes_from_the_plan_state():
     assert build_graph(plan)["bridge[1]"].deps == ()  # segment 1's plan exists already
 
 
-@pytest.mark.parametrize("mode", ["throughput", "memory"])
-def test_simulator_respects_the_lower_bound(mode):
-    plan = Plan.new(get_layout("mmpl-t2v-13"), settings(mode, "split"), ["x"], 6, "fp")
+def test_cfg_setting_decides_which_tasks_two_devices_may_share():
+    for cfg_branches, plan_shared, populate_shared in (("batched", False, False), ("split-plan", True, False),
+                                                       ("split", True, True)):
+        graph = build_graph(Plan.new(get_layout("mmpl-t2v-13"), settings("throughput", cfg_branches), ["x"], 2, "fp"))
+        assert {t.splittable for t in graph.tasks if t.kind == "plan"} == {plan_shared}
+        assert {t.splittable for t in graph.tasks if t.kind == POPULATE} == {populate_shared}
+        assert not any(t.splittable for t in graph.tasks if t.kind in ("bridge", "decode"))
+
+
+@pytest.mark.parametrize("mode,cfg_branches", [("throughput", "split"), ("memory", "split"),
+                                               ("throughput", "split-plan")])
+def test_simulator_respects_the_lower_bound(mode, cfg_branches):
+    plan = Plan.new(get_layout("mmpl-t2v-13"), settings(mode, cfg_branches), ["x"], 6, "fp")
     graph = build_graph(plan)
     costs = CostModel.for_graph(graph, plan.layout, 20)
     assert simulate(graph, costs, 1).makespan == pytest.approx(total_work(graph, costs))
     assert critical_path(graph, costs, split=True) < critical_path(graph, costs)
     for workers in (1, 2, 3, 4, 8):
         bound = lower_bound(graph, costs, workers, split=True)
+        start_bound = start_aware_bound(graph, costs, workers, split=True)
+        assert start_bound >= bound
         for policy in ("greedy", "greedy-split", "split-all", "chain-1", "chain-2-split"):
             schedule = simulate(graph, costs, workers, policy, split=True)
-            assert schedule.makespan >= bound - 1e-9, (policy, workers)
+            assert schedule.makespan >= start_bound - 1e-9, (policy, workers)
             busy = sorted((s.start, s.end, w) for s in schedule.slots for w in s.workers)
             for w in range(workers):  # a worker never runs two tasks at once
                 spans = [(a, b) for a, b, x in busy if x == w]
@@ -108,7 +121,7 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("mode,cfg_branches,policy", [
-    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all"), ("throughput", "split", "greedy-split")])
+    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all"), ("throughput", "split-plan", "greedy-split")])
 def test_local_workers_match_sequential_bit_for_bit(demo, mode, cfg_branches, policy):
     args, pipe = demo
     plan = pipe.new_plan(["a red circle bounces"], 3, settings(mode, cfg_branches))
@@ -122,7 +135,7 @@ def test_local_workers_match_sequential_bit_for_bit(demo, mode, cfg_branches, po
     assert _same(sequential, parallel)
     used = {w for r in parallel.report.records for w in r.workers}
     assert used == {0, 1}
-    if cfg_branches == "split":  # tasks really were shared by both workers (plan[0] at least: nothing else is ready)
+    if cfg_branches != "batched":  # tasks really were shared by both workers (plan[0] at least: nothing else is ready)
         assert any(len(r.workers) == 2 for r in parallel.report.records if r.task.startswith("plan"))
     lengths = [len(sequential.videos[k]) for k in range(3)]
     assert lengths == ([49, 49, 49] if mode == "throughput" else [29, 29, 29])
@@ -207,6 +220,33 @@ def test_interrupt_leaves_a_resumable_plan_folder(demo, tmp_path):
     saved = store.load()
     assert "empty" in saved.statuses() or "planned" in saved.statuses()
     resumed = _run_sequential(pipe, saved, on_segment=lambda k, p: store.save(p))
+    assert _same(reference, resumed)
+
+
+def test_interrupt_stops_worker_processes_at_once_and_the_run_resumes(demo, tmp_path):
+    args, pipe = demo
+    plan = pipe.new_plan(["a red circle bounces"], 3, settings())
+    reference = _run_sequential(pipe, plan)
+    store = PlanStore(tmp_path / "p")
+    pool = ProcessPool(PipelineSpec(args), ["cpu", "cpu"], threads=1)
+    interrupted_busy: list[frozenset] = []
+
+    def interrupt_while_the_other_worker_runs(task, _result):
+        if task.segment >= 1 and pool.busy:  # Ctrl-C lands in the coordinator while a worker is mid-task
+            interrupted_busy.append(pool.busy)
+            raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_plan(plan, pool, pipe.prompt_fn(plan.settings.sampler), policy="chain-1",
+                     on_segment=lambda k, p: store.save(p), on_task=interrupt_while_the_other_worker_runs)
+    finally:
+        start = time.perf_counter()
+        pool.close()
+        stopped_in = time.perf_counter() - start
+    assert interrupted_busy and not any(pool.is_running(w) for w in range(2))
+    assert stopped_in < 1.5, f"workers took {stopped_in:.1f} s to stop"
+    resumed = _run_sequential(pipe, store.load(), on_segment=lambda k, p: store.save(p))
     assert _same(reference, resumed)
 
 

@@ -5,6 +5,7 @@ import argparse
 import copy
 from dataclasses import dataclass
 
+from ..plan import CFG_BRANCHES
 from .common import CLIError
 
 
@@ -15,9 +16,10 @@ def add_schedule_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
                    help="throughput: the next segment starts from the terminal keyframes (every frame kept); memory: "
                         "from the midpoint keyframes (a segment's deepest-context tail is skipped: lower peak memory, "
                         "more segments per second of video)")
-    g.add_argument("--cfg-branches", choices=("batched", "split"), default="batched",
-                   help="split: guided chunks evaluate the two CFG branches apart, so two idle devices can share one "
-                        "(shortens the plan chain with 3+ devices; results differ in the last bits from 'batched')")
+    g.add_argument("--cfg-branches", choices=CFG_BRANCHES, default="batched",
+                   help="split-plan: plan chunks evaluate the two CFG branches apart, so two idle devices can share "
+                        "one (shortens the plan chain with 3+ devices); split: every guided chunk; results differ in "
+                        "the last bits from 'batched'")
     if not workers:
         return
     g.add_argument("--workers", type=int, help="worker processes standing in for devices (on CPU), e.g. 2")

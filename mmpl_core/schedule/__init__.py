@@ -6,12 +6,12 @@ from .jobs import Engine, EngineSpec, Job, JobResult
 from .policy import POLICIES, Dispatcher
 from .pools import InProcessPool, ProcessPool
 from .runner import RunReport, RunResult, ScheduleError, run_plan
-from .simulate import Schedule, best_policy, critical_path, lower_bound, simulate, total_work
+from .simulate import Schedule, best_policy, critical_path, lower_bound, simulate, start_aware_bound, total_work
 from .threads import PopulateError, PopulateWorker, populate_parallel
 
 __all__ = [
     "CostModel", "MODES", "Task", "TaskGraph", "build_graph", "Engine", "EngineSpec", "Job", "JobResult", "POLICIES",
     "Dispatcher", "InProcessPool", "ProcessPool", "RunReport", "RunResult", "ScheduleError", "run_plan", "Schedule",
-    "best_policy", "critical_path", "lower_bound", "simulate", "total_work", "PopulateError", "PopulateWorker",
-    "populate_parallel",
+    "best_policy", "critical_path", "lower_bound", "simulate", "start_aware_bound", "total_work", "PopulateError",
+    "PopulateWorker", "populate_parallel",
 ]

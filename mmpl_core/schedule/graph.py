@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..layout import PLAN, POPULATE
 from ..plan import Plan
 
-PLAN, BRIDGE, POPULATE, DECODE = "plan", "bridge", "populate", "decode"
+BRIDGE, DECODE = "bridge", "decode"  # PLAN and POPULATE tasks run the layout phases of those names
 # The scheduler's two modes (paper §3.3) and the plan handoff each one means.
 MODES = {"throughput": "terminal", "memory": "midpoint"}
 
@@ -22,7 +23,9 @@ MODES = {"throughput": "terminal", "memory": "midpoint"}
 @dataclass(frozen=True)
 class Task:
     """One unit of work. `groups`: the layout groups it denoises (plan and populate tasks). `chain`: on the plan
-    chain. `cost_key`: what the cost model times it as (e.g. "plan:initial+plan" for a first T2V segment)."""
+    chain. `cost_key`: what the cost model times it as (e.g. "plan:initial+plan" for a first T2V segment).
+    `splittable`: its guided chunks evaluate the CFG branches apart (the plan's `cfg_branches`), so two devices may
+    share it."""
 
     name: str
     kind: str
@@ -30,15 +33,11 @@ class Task:
     deps: tuple[str, ...] = ()
     groups: tuple[int, ...] = ()
     cost_key: str = ""
+    splittable: bool = False
 
     @property
     def chain(self) -> bool:
         return self.kind in (PLAN, BRIDGE)
-
-    @property
-    def splittable(self) -> bool:
-        """Plan and populate tasks may share their guided chunks between two devices (cfg_branches "split")."""
-        return self.kind in (PLAN, POPULATE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def build_graph(plan: Plan, *, decode: bool = True, segments: Sequence[int] | No
             deps = (f"bridge[{k - 1}]",)
         groups = _plan_groups(plan, k)
         key = "plan:" + "+".join(layout.groups[g].name for g in groups)
-        tasks.append(Task(f"plan[{k}]", PLAN, k, deps, groups, key))
+        tasks.append(Task(f"plan[{k}]", PLAN, k, deps, groups, key, plan.settings.splits_cfg(PLAN)))
     planned_here = {t.segment for t in tasks if t.kind == PLAN}
     for k in wanted:
         previous = f"plan[{k}]" if k in planned_here else None
@@ -110,7 +109,7 @@ def build_graph(plan: Plan, *, decode: bool = True, segments: Sequence[int] | No
             for g in _populate_groups(plan, k, known):
                 name = f"{layout.groups[g].name}[{k}]"
                 tasks.append(Task(name, POPULATE, k, (previous,) if previous else (), (g,),
-                                  f"populate:{layout.groups[g].name}"))
+                                  f"populate:{layout.groups[g].name}", plan.settings.splits_cfg(POPULATE)))
                 previous = name
         if decode:
             tasks.append(Task(f"decode[{k}]", DECODE, k, (previous,) if previous else (), cost_key=DECODE))

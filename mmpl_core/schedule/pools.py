@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import queue
+import signal
 import traceback
 from typing import Iterator
 
@@ -72,6 +73,9 @@ class _PipeExchange:
 
 
 def _worker_main(index: int, device: str, spec: EngineSpec, threads: int, jobs, events, conns) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the coordinator handles it and stops the workers, which
+    # would otherwise each die with a traceback of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         engine = Engine(spec.build(device))
@@ -140,6 +144,14 @@ class ProcessPool:
     def pid(self, worker: int) -> int:
         return self._procs[worker].pid
 
+    def is_running(self, worker: int) -> bool:
+        return self._procs[worker].is_alive()
+
+    @property
+    def busy(self) -> frozenset[int]:
+        """Workers handed a job whose result has not come back."""
+        return frozenset(self._busy)
+
     def submit(self, worker: int, job: Job) -> None:
         self._busy.add(worker)
         self._jobs[worker].put(pickle.dumps(job))
@@ -162,8 +174,12 @@ class ProcessPool:
         self._procs[worker].kill()
 
     def close(self) -> None:
-        for q, p in zip(self._jobs, self._procs):
-            if p.is_alive():
+        """Stop every worker: idle ones finish cleanly, busy ones (an interrupted or failed run) are killed at once,
+        since their results would be thrown away."""
+        for w, (q, p) in enumerate(zip(self._jobs, self._procs)):
+            if w in self._busy:
+                p.kill()
+            elif p.is_alive():
                 try:
                     q.put(None)
                 except (OSError, ValueError):

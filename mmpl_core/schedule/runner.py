@@ -75,7 +75,7 @@ def run_plan(
     """
     graph = build_graph(plan, decode=decode, segments=segments)
     costs = costs or CostModel.for_graph(graph, plan.layout, plan.settings.sampler.steps)
-    split = plan.settings.cfg_branches == "split" and getattr(pool, "supports_split", False)
+    split = any(t.splittable for t in graph.tasks) and getattr(pool, "supports_split", False)
     policy = policy or best_policy(graph, costs, len(pool.alive), split).policy
     runner = _Coordinator(graph, plan, pool, prompt_of, costs, Dispatcher(graph, costs, pool.size, policy, split),
                           max_retries, on_segment, on_task)
