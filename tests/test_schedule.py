@@ -16,7 +16,7 @@ from mmpl_core.plan import GenerationSettings, Plan
 from mmpl_core.plan_store import PlanStore
 from mmpl_core.sampling import SamplerConfig
 from mmpl_core.schedule import (
-    CostModel, Engine, InProcessPool, ProcessPool, ScheduleError, best_policy, build_graph, critical_path,
+    POLICIES, CostModel, Engine, InProcessPool, ProcessPool, ScheduleError, best_policy, build_graph, critical_path,
     lower_bound, run_plan, simulate, start_aware_bound, total_work,
 )
 from mmpl_core.schedule.graph import POPULATE
@@ -88,7 +88,7 @@ def test_simulator_respects_the_lower_bound(mode, cfg_branches):
         bound = lower_bound(graph, costs, workers, split=True)
         start_bound = start_aware_bound(graph, costs, workers, split=True)
         assert start_bound >= bound
-        for policy in ("greedy", "greedy-split", "split-all", "chain-1", "chain-2-split"):
+        for policy in POLICIES:
             schedule = simulate(graph, costs, workers, policy, split=True)
             assert schedule.makespan >= start_bound - 1e-9, (policy, workers)
             busy = sorted((s.start, s.end, w) for s in schedule.slots for w in s.workers)
@@ -121,7 +121,7 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("mode,cfg_branches,policy", [
-    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all"), ("throughput", "split-plan", "greedy-split")])
+    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all+eager"), ("throughput", "split-plan", "greedy-split")])
 def test_local_workers_match_sequential_bit_for_bit(demo, mode, cfg_branches, policy):
     args, pipe = demo
     plan = pipe.new_plan(["a red circle bounces"], 3, settings(mode, cfg_branches))
