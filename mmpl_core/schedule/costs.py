@@ -29,14 +29,15 @@ class CostModel:
 
     @classmethod
     def for_graph(cls, graph: TaskGraph, layout: SegmentLayout, steps: int) -> "CostModel":
-        """Priors for every task of `graph`: a denoised group costs steps × frames × (frames + seen frames)."""
+        """Priors for every task of `graph`: a denoised group costs steps × frames × (frames + seen frames); a task
+        whose CFG branches run apart costs two branches on one device, one when shared."""
         units: dict[str, float] = {BRIDGE: _BRIDGE_UNITS, DECODE: _DECODE_UNITS}
         for task in graph.tasks:
             if task.groups:
                 work = sum(steps * len(layout.groups[g].frames) * (len(layout.groups[g].frames) + len(layout.groups[g].sees))
                            for g in task.groups) / layout.num_frames
-                units[task.cost_key] = work
                 units[task.cost_key + SPLIT] = work * _SPLIT_SHARE
+                units[task.cost_key] = 2 * work * _SPLIT_SHARE if task.splittable else work
         return cls(prior_units=units)
 
     def _seconds_per_unit(self) -> float:
