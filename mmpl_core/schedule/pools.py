@@ -144,8 +144,9 @@ class ProcessPool:
     def pid(self, worker: int) -> int:
         return self._procs[worker].pid
 
-    def is_running(self, worker: int) -> bool:
-        return self._procs[worker].is_alive()
+    def exitcode(self, worker: int) -> int | None:
+        """The worker process's exit code (negative: killed by that signal); None while it runs."""
+        return self._procs[worker].exitcode
 
     @property
     def busy(self) -> frozenset[int]:
