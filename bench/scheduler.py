@@ -47,6 +47,7 @@ from mmpl_core.schedule import (  # noqa: E402
 )
 from mmpl_core.schedule.costs import SPLIT  # noqa: E402
 from mmpl_core.schedule.graph import BRIDGE, DECODE  # noqa: E402
+from mmpl_core.stitch import overlap_pixel_frames  # noqa: E402
 from mmpl_core.text import HashedTextEncoder  # noqa: E402
 
 PROMPT = "a red circle and a blue square bounce"
@@ -120,7 +121,7 @@ def measure(name: str, opts) -> dict:
                             ("2 workers, split", run2, sim2), ("1 worker, memory mode", runm, simm)):
         print(f"  {label:<22} real {run.report.makespan:6.2f} s  simulated {sim.makespan:6.2f} s  "
               f"ratio {run.report.makespan / sim.makespan:.3f}  policy {run.report.policy}")
-    overlap = 5  # pixel frames a segment shares with the one before (the bridge's re-encoded frames)
+    overlap = overlap_pixel_frames(pipe.layout)  # pixel frames a segment shares with the one before
     for mode, run in (("throughput", run1), ("memory", runm)):
         frames = sum(len(v) - (overlap if k else 0) for k, v in run.videos.items())
         by_kind: dict[str, int] = {}

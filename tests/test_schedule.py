@@ -122,7 +122,9 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("mode,cfg_branches,policy", [
-    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all+eager"), ("throughput", "split-plan", "greedy-split")])
+    ("throughput", "batched", "chain-1"), ("memory", "split", "split-all+eager"),
+    ("throughput", "split-plan", "greedy-split"),
+])
 def test_local_workers_match_sequential_bit_for_bit(demo, mode, cfg_branches, policy):
     args, pipe = demo
     plan = pipe.new_plan(["a red circle bounces"], 3, settings(mode, cfg_branches))
