@@ -108,6 +108,7 @@ def plan_one(
     run = plan_segment(
         sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
         seed=seg.seed, segment=k, context=context, on_step=on_step, split_cfg=split, exchange=exchange,
+        kv_dtype=plan.settings.kv_dtype,
     )
     latents = run.result
     if seg.latents is not None and _same_keyframes(seg.latents, latents, layout.keyframes):

@@ -43,7 +43,9 @@ class MMPLPipeline:
         negative_prompt: str = WAN_NEGATIVE_PROMPT,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        kv_cache: str = "device",
     ):
+        """kv_cache: where samplers keep their KV caches, "device" or "cpu" (a runtime choice: same results)."""
         self.model = model
         self.vae = vae
         self.layout = layout
@@ -51,13 +53,15 @@ class MMPLPipeline:
         self.negative_prompt = negative_prompt
         self.device = torch.device(device)
         self.dtype = dtype
+        self.kv_cache = kv_cache
         self.fingerprint = model_fingerprint(model)
         self._samplers: dict[SamplerConfig, SegmentSampler] = {}
         self._prompts: dict[tuple[str, bool], Prompt] = {}
 
     def sampler(self, config: SamplerConfig) -> SegmentSampler:
         if config not in self._samplers:
-            self._samplers[config] = SegmentSampler(self.model, config, device=self.device, dtype=self.dtype)
+            self._samplers[config] = SegmentSampler(self.model, config, device=self.device, dtype=self.dtype,
+                                                    kv_cache=self.kv_cache)
         return self._samplers[config]
 
     def prompt_fn(self, config: SamplerConfig):
@@ -135,12 +139,11 @@ class MMPLPipeline:
     ) -> SegmentVideo:
         """Plan then populate one segment from noise and decode it, keeping per-group timings."""
         sampler, text = self.sampler(settings.sampler), self.prompt_fn(settings.sampler)(prompt)
-        planned = plan_segment(
-            sampler, self.layout, text, settings.latent_shape, seed=settings.seed, segment=segment, on_step=on_step
-        )
+        planned = plan_segment(sampler, self.layout, text, settings.latent_shape, seed=settings.seed, segment=segment,
+                               on_step=on_step, kv_dtype=settings.kv_dtype)
         populated = populate_segment(
             sampler, self.layout, text, planned.result, seed=settings.seed, segment=segment,
-            boundary_weight=settings.boundary_weight, on_step=on_step,
+            boundary_weight=settings.boundary_weight, on_step=on_step, kv_dtype=settings.kv_dtype,
         )
         start = time.perf_counter()
         with torch.no_grad():

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .layout import PLAN, SegmentLayout
+from .model.fp8 import STORAGE_DTYPES
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
@@ -25,6 +26,9 @@ HANDOFFS = ("terminal", "midpoint")
 # forward per branch (the official code's numerics), which lets two idle devices share a chunk: for the plan chunks
 # only ("split-plan": shortens the plan chain, populating keeps the faster batch-2 pass), or for every chunk ("split").
 CFG_BRANCHES = ("batched", "split-plan", "split")
+# How the KV cache stores keys and values: as computed, or in float8 e4m3 with per-(batch, frame, head) scales (half
+# the bytes, different bits). Where the cache lives (device or CPU memory) is not a setting: it never changes the bits.
+KV_DTYPES = STORAGE_DTYPES
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class GenerationSettings:
     color_anchor: 0 = off; 1 = match each bridged context's per-channel latent mean/std to segment 1's.
     boundary_weight: weight of the neighbouring anchor in the initial noise of a populate group's boundary frames
         (paper Appendix F); 0 = plain noise, which is what the official code effectively does.
+    kv_dtype: K/V storage of the KV cache, "compute" or "float8_e4m3fn" (see `KV_DTYPES`).
     """
 
     seed: int = 0
@@ -48,6 +53,7 @@ class GenerationSettings:
     fps: int = 16
     handoff: str = "terminal"
     cfg_branches: str = "batched"
+    kv_dtype: str = "compute"
 
     def __post_init__(self):
         if self.bridge not in BRIDGES:
@@ -56,6 +62,8 @@ class GenerationSettings:
             raise ValueError(f"handoff must be one of {HANDOFFS}, got {self.handoff!r}")
         if self.cfg_branches not in CFG_BRANCHES:
             raise ValueError(f"cfg_branches must be one of {CFG_BRANCHES}, got {self.cfg_branches!r}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {self.kv_dtype!r}")
         if not 0.0 <= self.color_anchor <= 1.0:
             raise ValueError(f"color_anchor must lie in [0, 1], got {self.color_anchor}")
         if not 0.0 <= self.boundary_weight < 1.0:

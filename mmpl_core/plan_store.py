@@ -1,4 +1,4 @@
-"""Save and load a `Plan` as a folder (format version 1), so long runs can be resumed, inspected and edited.
+"""Save and load a `Plan` as a folder (format version 3; versions 1 and 2 are read), so long runs can be resumed, inspected and edited.
 
 plan.json (written last, atomically) holds settings, prompts, seeds and statuses. Each planned segment k has a file
 segment_<k:03d>.<8 hex>.safetensors: "latents" float32 [C, len(known), h, w] (its known frames, sorted) and "frames"
@@ -29,7 +29,7 @@ from .plan import GenerationSettings, Plan, SegmentPlan, required_frames
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
-FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 2, "plan.json"
+FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 3, "plan.json"
 MAX_FILE_BYTES = 4 << 30  # a tensor file larger than this is refused before it is read
 MAX_JSON_BYTES = 64 << 20
 MAX_LAYOUT_FRAMES = 1024  # keeps get_layout("mmpl-t2v-<huge>") from building a gigantic layout
@@ -44,10 +44,11 @@ _DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
 # The schema of plan.json: a dict is an object with exactly these keys, [spec] a list of spec, "T?" T or null.
 _SAMPLER = {"solver": "str", "steps": "int", "shift": "float", "guidance": "float"}
 _SETTINGS = {"seed": "int>=0", "height": "int", "width": "int", "bridge": "str", "color_anchor": "float",
-             "boundary_weight": "float", "fps": "int", "handoff": "str", "cfg_branches": "str", "sampler": _SAMPLER}
-# Settings added in format version 2, with the values that version-1 plan folders were made with.
-_SETTINGS_ADDED = {"handoff": "terminal", "cfg_branches": "batched"}
-_READABLE_VERSIONS = (1, FORMAT_VERSION)
+             "boundary_weight": "float", "fps": "int", "handoff": "str", "cfg_branches": "str", "kv_dtype": "str",
+             "sampler": _SAMPLER}
+# Settings added by each format version, with the values that older plan folders were made with.
+_SETTINGS_ADDED = {2: {"handoff": "terminal", "cfg_branches": "batched"}, 3: {"kv_dtype": "compute"}}
+_READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 _SEGMENT = {"prompt": "str", "seed": "int>=0", "locked": "bool", "status": "str", "file": "str?",
             "known_frames": ["int"]}
 _SCHEMA = {"format": "str", "format_version": "int", "layout": "str", "num_frames": "int", "latent_shape": ["int"],
@@ -230,8 +231,10 @@ def load_plan(directory, *, expected_fingerprint: str | None = None, expected_la
         _require(type(found) is type(values[-1]) and found in values,
                  f"{file}: field {key} expected {' or '.join(map(repr, values))}, found {_brief(found)} "
                  "(not a supported plan folder)")
-    if doc["format_version"] == 1 and isinstance(doc.get("settings"), dict):
-        doc["settings"] = {**doc["settings"], **_SETTINGS_ADDED}
+    if isinstance(doc.get("settings"), dict):
+        for version, added in _SETTINGS_ADDED.items():
+            if doc["format_version"] < version:
+                doc["settings"] = {**doc["settings"], **added}
     _check_schema(doc, _SCHEMA, "<root>", file)
     name, match = doc["layout"], _LAYOUT_RE.fullmatch(doc["layout"])
     try:

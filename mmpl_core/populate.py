@@ -30,7 +30,7 @@ def populate_one(plan: Plan, k: int, sampler: SegmentSampler, prompt_of: PromptF
     run = populate_segment(
         sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
         boundary_weight=plan.settings.boundary_weight, on_step=on_step, frames=plan.required_frames(k),
-        split_cfg=plan.settings.splits_cfg(POPULATE),
+        split_cfg=plan.settings.splits_cfg(POPULATE), kv_dtype=plan.settings.kv_dtype,
     )
     return replace(seg, latents=run.result)
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from .layout import POPULATE, FrameGroup, SegmentLayout
 from .model import FrameKVCache, TextContext, encode_text, model_geometry, wan_forward
+from .model.kv_cache import PLACEMENTS
 from .sampling import SamplerConfig, chunk_noise, sample_chunk
 
 StepCallback = Callable[[], None]
@@ -85,7 +86,8 @@ class SegmentSampler:
     """Denoises the groups of a segment with one Wan2.1 module tree.
 
     Classifier-free guidance runs as one batch-2 forward (conditional, unconditional) over a shared KV cache, or
-    (split_cfg) as one batch-1 forward per branch, possibly on two devices.
+    (split_cfg) as one batch-1 forward per branch, possibly on two devices. `kv_cache` places the KV caches on the
+    device or in CPU memory (`FrameKVCache`; the same bits either way).
     """
 
     def __init__(
@@ -96,13 +98,17 @@ class SegmentSampler:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         attention_backend: str = "auto",
+        kv_cache: str = "device",
     ):
+        if kv_cache not in PLACEMENTS:
+            raise ValueError(f"kv_cache must be one of {PLACEMENTS}, got {kv_cache!r}")
         self.model = model
         self.geometry = model_geometry(model)
         self.sampler = sampler
         self.device = torch.device(device)
         self.dtype = dtype
         self.attention_backend = attention_backend
+        self.kv_cache = kv_cache
         self._text_cache: dict[tuple[int, int | None], tuple[Prompt, TextContext]] = {}
         self.last_cache_bytes = 0
 
@@ -130,12 +136,16 @@ class SegmentSampler:
         self._text_cache[key] = (prompt, text)
         return text
 
-    def _branches(self, prompt: Prompt, cache_order, split: bool, exchange: BranchExchange | None):
+    def _branches(self, prompt: Prompt, cache_order, split: bool, exchange: BranchExchange | None, kv_dtype: str):
         """(text, cache) pairs this device evaluates: one batched pair, both branches apart, or its exchange branch."""
+        def cache() -> FrameKVCache:
+            return FrameKVCache(cache_order, self.geometry.num_layers, placement=self.kv_cache,
+                                storage_dtype=kv_dtype, device=self.device)
+
         if not self.guided or not (split or exchange is not None):
-            return [(self.text_context(prompt), FrameKVCache(cache_order, self.geometry.num_layers))]
+            return [(self.text_context(prompt), cache())]
         branches = (exchange.branch,) if exchange is not None else (0, 1)
-        return [(self.text_context(prompt, b), FrameKVCache(cache_order, self.geometry.num_layers)) for b in branches]
+        return [(self.text_context(prompt, b), cache()) for b in branches]
 
     def _forward(self, x, frames, t, text, cache, sees, write=False, output=True):
         batch = text.batch
@@ -174,6 +184,7 @@ class SegmentSampler:
         on_step: StepCallback | None = None,
         split_cfg: bool = False,
         exchange: BranchExchange | None = None,
+        kv_dtype: str = "compute",
     ) -> SegmentRun:
         """Denoise `groups` (indices into `layout.groups`) of a segment whose `state.known` frames are final.
 
@@ -182,7 +193,7 @@ class SegmentSampler:
         mixes a populate group's edge frames' noise with their visible temporal neighbour (paper Appendix F).
         `split_cfg` evaluates the two guidance branches as separate batch-1 forwards (each with its own KV cache);
         with an `exchange`, this device evaluates only `exchange.branch` and a partner device the other, with
-        results bit-identical to `split_cfg` on one device.
+        results bit-identical to `split_cfg` on one device. `kv_dtype`: "compute" or "float8_e4m3fn" K/V storage.
         """
         todo = sorted(set(groups))
         for g in todo:
@@ -195,7 +206,7 @@ class SegmentSampler:
         if missing:
             raise ValueError(f"segment {segment}: frames {missing} are needed as context but are neither known nor produced")
         order = [f for grp in layout.groups for f in grp.frames if f in cache_frames]
-        branches = self._branches(prompt, order, split_cfg, exchange)
+        branches = self._branches(prompt, order, split_cfg, exchange, kv_dtype)
         channels, _, height, width = state.latents.shape
         run = SegmentRun(state)
         for g, group in enumerate(layout.groups):
@@ -266,12 +277,13 @@ def plan_segment(
     on_step: StepCallback | None = None,
     split_cfg: bool = False,
     exchange: BranchExchange | None = None,
+    kv_dtype: str = "compute",
 ) -> SegmentRun:
     """Micro planning: the layout's plan-phase frames of one segment.
 
     latent_shape: (C, H, W) of a latent frame. context: optional clean latents [C, k, H, W] for the first k frames
-    (k = layout.context_frames from a bridge, or layout.image_frames from an input image). `split_cfg` and
-    `exchange`: see `SegmentSampler.run`.
+    (k = layout.context_frames from a bridge, or layout.image_frames from an input image). `split_cfg`, `exchange`
+    and `kv_dtype`: see `SegmentSampler.run`.
     """
     state = SegmentLatents.empty(latent_shape[0], layout.num_frames, latent_shape[1], latent_shape[2])
     if context is not None:
@@ -283,9 +295,8 @@ def plan_segment(
             )
         state = state.with_frames(range(k), context)
     todo = [g for g in layout.plan_groups if not set(layout.groups[g].frames) <= state.known]
-    return sampler.run(
-        layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step, split_cfg=split_cfg, exchange=exchange
-    )
+    return sampler.run(layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step, split_cfg=split_cfg,
+                       exchange=exchange, kv_dtype=kv_dtype)
 
 
 def populate_segment(
@@ -302,6 +313,7 @@ def populate_segment(
     groups: Sequence[int] | None = None,
     split_cfg: bool = False,
     exchange: BranchExchange | None = None,
+    kv_dtype: str = "compute",
 ) -> SegmentRun:
     """Content populating, given a planned segment: `groups` if given, else every group not yet known that produces
     one of `frames` (default: all frames). Resumable: known groups are kept."""
@@ -312,5 +324,5 @@ def populate_segment(
     ]
     return sampler.run(
         layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step,
-        split_cfg=split_cfg, exchange=exchange,
+        split_cfg=split_cfg, exchange=exchange, kv_dtype=kv_dtype,
     )

@@ -28,12 +28,12 @@ def _latents(layout, frames, gen) -> SegmentLatents:
     return empty.with_frames(frames, torch.randn(16, len(frames), 4, 4, generator=gen))
 
 
-def make_plan(i2v: bool = False, seed: int = 0) -> Plan:
+def make_plan(i2v: bool = False, seed: int = 0, kv_dtype: str = "compute") -> Plan:
     """Four segments: populated (all frames), planned (keyframes, locked), partial (initial frames only), empty."""
     gen = torch.Generator().manual_seed(seed)
     layout = get_layout("mmpl-i2v-9" if i2v else "mmpl-t2v-9")
     settings = GenerationSettings(seed=7, height=32, width=32, sampler=SamplerConfig("euler", 4, 3.0, 1.5),
-                                  bridge="naive", color_anchor=0.5, boundary_weight=0.25, fps=24)
+                                  bridge="naive", color_anchor=0.5, boundary_weight=0.25, fps=24, kv_dtype=kv_dtype)
     image = torch.randn(16, 1, 4, 4, generator=gen) if i2v else None
     plan = Plan.new(layout, settings, PROMPTS, 4, "fp-123", "negative ✗", image)
     plan = plan.with_segment(0, SegmentPlan(PROMPTS[0], 11, _latents(layout, range(layout.num_frames), gen)))
@@ -88,6 +88,20 @@ def test_plan_store_round_trip(tmp_path, i2v):
     assert _files(tmp_path / "p") == _files(tmp_path / "q")
 
 
+def test_plan_store_reads_format_version_2_as_16_bit_kv_cache(tmp_path):
+    plan = make_plan(kv_dtype="float8_e4m3fn")
+    save_plan(plan, tmp_path / "p")
+    doc = json.loads((tmp_path / "p" / PLAN_FILE).read_bytes())
+    assert (doc["format_version"], doc["settings"]["kv_dtype"]) == (3, "float8_e4m3fn")
+    assert load_plan(tmp_path / "p").settings.kv_dtype == "float8_e4m3fn"
+    doc["format_version"] = 2  # version 2 had no kv_dtype: K/V were stored in the compute dtype
+    del doc["settings"]["kv_dtype"]
+    (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
+    assert load_plan(tmp_path / "p").settings == dataclasses.replace(plan.settings, kv_dtype="compute")
+    with pytest.raises(ValueError, match="kv_dtype must be one of"):
+        dataclasses.replace(plan.settings, kv_dtype="int8")
+
+
 def test_plan_store_reads_format_version_1_and_midpoint_statuses(tmp_path):
     plan = make_plan()
     save_plan(plan, tmp_path / "p")
@@ -96,7 +110,7 @@ def test_plan_store_reads_format_version_1_and_midpoint_statuses(tmp_path):
     del doc["settings"]["handoff"], doc["settings"]["cfg_branches"]
     (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
     old = load_plan(tmp_path / "p")
-    assert (old.settings.handoff, old.settings.cfg_branches) == ("terminal", "batched")
+    assert (old.settings.handoff, old.settings.cfg_branches, old.settings.kv_dtype) == ("terminal", "batched", "compute")
     assert_same(plan, old)
     # With the midpoint handoff a segment other than the last is finished once its frames up to the midpoint are.
     layout = get_layout("mmpl-t2v-13")
@@ -297,7 +311,7 @@ def test_plan_store_fuzz_fields(fuzz):
     fuzz.check_doc(lambda d: d.update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d["segments"][0].update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d.update(format="other"), must_fail=True)
-    fuzz.check_doc(lambda d: d.update(format_version=3), must_fail=True)
+    fuzz.check_doc(lambda d: d.update(format_version=4), must_fail=True)
     for layout in ("foo", "mmpl-t2v-9", "mmpl-i2v-99999999999999", "mmpl-i2v-13", "wan-i2v", "mmpl-i2v-٩"):
         fuzz.check_doc(lambda d: d.update(layout=layout), must_fail=True)
     fuzz.check_doc(lambda d: d.update(num_frames=10), must_fail=True)

@@ -7,6 +7,7 @@ without copying weights.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +19,7 @@ from torch import nn
 from .attention import attention
 from .kv_cache import FrameKVCache
 from .rope import Rotary, rope_angles
+from .streaming import layers, weight_stream
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,20 @@ def encode_text(model: nn.Module, context: torch.Tensor, geometry: ModelGeometry
     geo = geometry or model_geometry(model)
     text = model.text_embedding(context)
     keys, values = [], []
-    for block in model.blocks:
+    for _, block in layers(model.blocks, _streams(model)):
         attn = block.cross_attn
         keys.append(_heads(attn.norm_k(attn.k(text)), geo.num_heads))
         values.append(_heads(attn.v(text), geo.num_heads))
     return TextContext(keys, values)
+
+
+def _streams(model: nn.Module, cache: FrameKVCache | None = None, visible: Sequence[int] = ()) -> list:
+    """What moves to the device one layer ahead: streamed block weights (`streaming.stream_blocks`) and the
+    visible K/V of a cache kept in CPU memory."""
+    streams = [s for s in (weight_stream(model),) if s is not None]
+    if cache is not None and visible:
+        streams.append(cache.stream(visible))
+    return streams
 
 
 def _modulated(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -174,34 +185,38 @@ def wan_forward(
     if isinstance(frame_mask, torch.Tensor):
         token_mask = frame_mask.to(device).repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
 
-    for layer, block in enumerate(model.blocks):
-        mod = (block.modulation.to(device=device, dtype=torch.float32)[:, None] + e0).unsqueeze(3)  # [B,F,6,1,C]
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)
+    blocks = layers(model.blocks, _streams(model, cache, visible))
+    with contextlib.closing(blocks):  # leaves the current layer when the loop stops early
+        for layer, block in blocks:
+            mod = (block.modulation.to(device=device, dtype=torch.float32)[:, None] + e0).unsqueeze(3)  # [B,F,6,1,C]
+            shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)
 
-        attn = block.self_attn
-        hs = _modulated(block.norm1(h), shift_sa, scale_sa, grid_t)
-        q = rotary.apply(_heads(attn.norm_q(attn.q(hs)), geo.num_heads))
-        k = rotary.apply(_heads(attn.norm_k(attn.k(hs)), geo.num_heads))
-        v = _heads(attn.v(hs), geo.num_heads)
-        if cache is not None:
-            if write_cache:
-                cache.write(layer, positions, k, v)
-            if visible:
-                k_ctx, v_ctx = cache.read(layer, visible)
-                k, v = torch.cat([k_ctx.to(k.dtype), k], 1), torch.cat([v_ctx.to(v.dtype), v], 1)
-        y = attention(q, k, v, token_mask, attention_backend).flatten(2)
-        h = _gated_add(h, attn.o(y), gate_sa, grid_t)
+            attn = block.self_attn
+            hs = _modulated(block.norm1(h), shift_sa, scale_sa, grid_t)
+            q = rotary.apply(_heads(attn.norm_q(attn.q(hs)), geo.num_heads))
+            k = rotary.apply(_heads(attn.norm_k(attn.k(hs)), geo.num_heads))
+            v = _heads(attn.v(hs), geo.num_heads)
+            if cache is not None:
+                if write_cache:
+                    cache.write(layer, positions, k, v)
+                if visible:
+                    k_ctx, v_ctx = cache.read(layer, visible)
+                    k, v = torch.cat([k_ctx.to(k.dtype), k], 1), torch.cat([v_ctx.to(v.dtype), v], 1)
+            y = attention(q, k, v, token_mask, attention_backend).flatten(2)
+            h = _gated_add(h, attn.o(y), gate_sa, grid_t)
 
-        if not return_output and layer == len(model.blocks) - 1:
-            return None  # the last block's K/V are stored; the rest of the block only feeds the head
+            if not return_output and layer == len(model.blocks) - 1:
+                break  # the last block's K/V are stored; the rest of the block only feeds the head
 
-        cross = block.cross_attn
-        q = _heads(cross.norm_q(cross.q(block.norm3(h))), geo.num_heads)
-        y = attention(q, text.keys[layer].to(q.dtype), text.values[layer].to(q.dtype), None, attention_backend)
-        h = h + cross.o(y.flatten(2))
+            cross = block.cross_attn
+            q = _heads(cross.norm_q(cross.q(block.norm3(h))), geo.num_heads)
+            y = attention(q, text.keys[layer].to(q.dtype), text.values[layer].to(q.dtype), None, attention_backend)
+            h = h + cross.o(y.flatten(2))
 
-        y = block.ffn(_modulated(block.norm2(h), shift_ff, scale_ff, grid_t))
-        h = _gated_add(h, y, gate_ff, grid_t)
+            y = block.ffn(_modulated(block.norm2(h), shift_ff, scale_ff, grid_t))
+            h = _gated_add(h, y, gate_ff, grid_t)
+    if not return_output:
+        return None
 
     head = model.head
     e_frames = e.float().unflatten(0, (batch, grid_t))[:, :, None]  # [B, F, 1, C]

@@ -81,7 +81,7 @@ class Engine:
             run = populate_segment(
                 sampler, plan.layout, job.prompts[seg.prompt], seg.latents, seed=seg.seed, segment=k,
                 boundary_weight=plan.settings.boundary_weight, on_step=on_step, groups=task.groups,
-                split_cfg=plan.settings.splits_cfg(POPULATE), exchange=exchange,
+                split_cfg=plan.settings.splits_cfg(POPULATE), exchange=exchange, kv_dtype=plan.settings.kv_dtype,
             )
             out.segment, out.cache_bytes = replace(seg, latents=run.result), run.cache_bytes
         elif task.kind == DECODE:
