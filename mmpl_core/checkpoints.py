@@ -371,12 +371,22 @@ def load_into(model: nn.Module, checkpoint: Checkpoint, *, ema: bool = False) ->
     return model
 
 
-def load_matching_state_dict(checkpoint: Checkpoint, shapes: Mapping[str, tuple], *, ema: bool = False) -> StateDict:
+def load_matching_state_dict(
+    checkpoint: Checkpoint, shapes: Mapping[str, tuple], *, ema: bool = False,
+    cast: Callable[[str, Tensor], Tensor] | None = None,
+) -> StateDict:
     """A checkpoint's tensors, checked to fit a model whose parameters have `shapes` ({wan_key: shape}) exactly:
-    the weights a host patches into its own module tree (ComfyUI's ModelPatcher) instead of loading a copy."""
-    sd, source = _read(checkpoint, ema)
+    the weights a host patches into its own module tree (ComfyUI's ModelPatcher) instead of loading a copy.
+
+    Keys and shapes are checked before any tensor is read; `cast(key, tensor)` then converts each tensor as it is
+    read (e.g. to the host model's fp8 storage), so a float32 file never sits in memory whole."""
+    sd, source = _open(checkpoint, ema)
     _check_keys(shapes, sd, source)
-    return sd
+    out: StateDict = {}
+    for key in list(sd):
+        tensor = _materialize(sd.pop(key))
+        out[key] = cast(key, tensor) if cast is not None else tensor
+    return out
 
 
 def save_wan_safetensors(

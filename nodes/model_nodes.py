@@ -12,6 +12,7 @@ from mmpl_core.checkpoints import CheckpointError, load_matching_state_dict
 from mmpl_core.demo import DemoBundle
 from mmpl_core.layout import LAYOUTS, LayoutError, get_layout
 
+from .comfy_adapters import checkpoint_cast, patch_in_weights, patch_mechanism, wan_parameters
 from .types import CATEGORY, MMPLModel, MMPLModelInfo
 
 DEMO_CHOICES = {"demo: MMPL (embedded)": "mmpl", "demo: autoregressive baseline (embedded)": "ar"}
@@ -59,19 +60,18 @@ def load_demo_dit(mode: str):
 
 
 def patch_checkpoint(patcher, choice: str):
-    """A clone of `patcher` whose weights are replaced by an MMPL checkpoint ("set" patches: ComfyUI loads, casts,
-    offloads and LoRA-patches them like the model's own weights)."""
+    """A clone of `patcher` running an MMPL checkpoint's weights, with the patches already on `patcher` (LoRAs)
+    applied on top of them (see `patch_in_weights`)."""
     folder, _, name = choice.partition("/")
     path = folder_paths.get_full_path_or_raise(folder, name)
     net = check_wan_t2v(patcher)
-    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    shapes = {k: tuple(p.shape) for k, p in wan_parameters(net).items()}
+    mechanism = patch_mechanism(patcher)
     try:
-        weights = load_matching_state_dict(path, shapes)
+        weights = load_matching_state_dict(path, shapes, cast=checkpoint_cast(patcher, mechanism))
     except (CheckpointError, OSError, RuntimeError) as err:
         raise ValueError(f"checkpoint: {name} does not fit the connected model: {err}") from err
-    patched = patcher.clone()
-    patched.add_patches({f"diffusion_model.{k}": ("set", (v,)) for k, v in weights.items()})
-    return patched
+    return patch_in_weights(patcher, weights, mechanism=mechanism)
 
 
 class MMPLModelLoader(io.ComfyNode):

@@ -5,21 +5,35 @@ stock "Load Diffusion Model" detects them:
 - diffusion_models/tiny_wan_t2v.safetensors — a Wan2.1 T2V DiT (dim 128, 1 head of 128, 2 layers, text_dim 4096);
 - mmpl/tiny_mmpl.safetensors — "MMPL weights" for it (same shapes, other values), patched in by MMPL Model;
 - mmpl/tiny_wrong_shape.safetensors — a checkpoint that does not fit (ffn 512);
-- diffusion_models/tiny_wan_i2v.safetensors — a Wan2.1 I2V (CLIP-vision) DiT, which MMPL Model must refuse.
+- diffusion_models/tiny_wan_i2v.safetensors — a Wan2.1 I2V (CLIP-vision) DiT, which MMPL Model must refuse;
+- mmpl/tiny_mmpl.pt — the same MMPL weights in the authors' format ({'generator': {'model.' + key: tensor}});
+- diffusion_models/tiny_wan_t2v_mmpl_merged.safetensors — the ground truth: a model whose weights *are* the MMPL
+  checkpoint, loaded by the same stock loader;
+- diffusion_models/tiny_wan_t2v_scaled_fp8.safetensors — the base in ComfyUI's scaled-fp8 format (`scaled_fp8`
+  marker, fp8 Linear weights with a `scale_weight` each, like wan2.1_t2v_14B_fp8_scaled.safetensors), and
+  tiny_wan_t2v_mmpl_merged_scaled_fp8.safetensors, the merged weights in that format;
+- loras/tiny_wan_lora.safetensors — a rank-4 LoRA on every attention and feed-forward Linear.
 """
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from mmpl_core.checkpoints import save_wan_safetensors
 from mmpl_core.model import WAN_CONFIGS, build_random_model
 from mmpl_core.model.config import WanConfig
 
-MODEL_FOLDERS = ("diffusion_models", "vae", "mmpl")
+MODEL_FOLDERS = ("diffusion_models", "vae", "mmpl", "loras")
 TINY_T2V = "tiny_wan_t2v.safetensors"
 TINY_I2V = "tiny_wan_i2v.safetensors"
 TINY_MMPL = "tiny_mmpl.safetensors"
 WRONG_SHAPE = "tiny_wrong_shape.safetensors"
+TINY_MMPL_PT = "tiny_mmpl.pt"
+TINY_MERGED = "tiny_wan_t2v_mmpl_merged.safetensors"
+TINY_SCALED_FP8 = "tiny_wan_t2v_scaled_fp8.safetensors"
+TINY_MERGED_SCALED_FP8 = "tiny_wan_t2v_mmpl_merged_scaled_fp8.safetensors"
+TINY_LORA = "tiny_wan_lora.safetensors"
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
 COMFY_PREFIX = "model.diffusion_model."
 
 
@@ -42,13 +56,47 @@ def i2v_state_dict(t2v: dict[str, torch.Tensor], seed: int = 3) -> dict[str, tor
     return sd
 
 
+def scaled_fp8_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's scaled-fp8 layout: every 2-D (Linear) weight as fp8 of weight / scale with its float32
+    `scale_weight` (amax / 448), the other tensors as they are, and the `scaled_fp8` marker."""
+    out = {}
+    for key, value in sd.items():
+        if key.endswith(".weight") and value.ndim == 2:
+            scale = value.abs().max().float() / FP8_MAX
+            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[key] = value
+    out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out
+
+
+def lora_state_dict(sd: dict[str, torch.Tensor], rank: int = 4, seed: int = 5) -> dict[str, torch.Tensor]:
+    """A LoRA in ComfyUI's generic format (diffusion_model.<module>.lora_up/lora_down.weight) on every block Linear."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("blocks.") and key.endswith(".weight") and value.ndim == 2:
+            name = "diffusion_model." + key[: -len(".weight")]
+            out[name + ".lora_up.weight"] = torch.randn(value.shape[0], rank, generator=g) * 0.07
+            out[name + ".lora_down.weight"] = torch.randn(rank, value.shape[1], generator=g) * 0.07
+    return out
+
+
 def populate_models(models_dir: Path) -> None:
     """Fill `models_dir` (the server's ``<base directory>/models``); called once per session before start-up."""
     for folder in MODEL_FOLDERS:
         (models_dir / folder).mkdir(parents=True, exist_ok=True)
     tiny = build_random_model(WAN_CONFIGS["tiny"], seed=0).state_dict()
     save_wan_safetensors(tiny, models_dir / "diffusion_models" / TINY_T2V, prefix=COMFY_PREFIX)
-    save_wan_safetensors(build_random_model(WAN_CONFIGS["tiny"], seed=1), models_dir / "mmpl" / TINY_MMPL)
+    mmpl = build_random_model(WAN_CONFIGS["tiny"], seed=1).state_dict()
+    save_wan_safetensors(mmpl, models_dir / "mmpl" / TINY_MMPL)
+    torch.save({"generator": {"model." + k: v for k, v in mmpl.items()}}, models_dir / "mmpl" / TINY_MMPL_PT)
+    save_wan_safetensors(mmpl, models_dir / "diffusion_models" / TINY_MERGED, prefix=COMFY_PREFIX)
+    for name, weights in ((TINY_SCALED_FP8, tiny), (TINY_MERGED_SCALED_FP8, mmpl)):
+        save_file({COMFY_PREFIX + k: v.contiguous() for k, v in scaled_fp8_state_dict(weights).items()},
+                  str(models_dir / "diffusion_models" / name))
+    save_file(lora_state_dict(tiny), str(models_dir / "loras" / TINY_LORA))
     wrong = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=2)
     save_wan_safetensors(build_random_model(wrong, seed=2), models_dir / "mmpl" / WRONG_SHAPE)
     save_wan_safetensors(i2v_state_dict(tiny), models_dir / "diffusion_models" / TINY_I2V, prefix=COMFY_PREFIX)

@@ -8,7 +8,7 @@ import io
 
 import pytest
 from client import PromptRejected
-from models import TINY_I2V, TINY_MMPL, TINY_T2V, WRONG_SHAPE
+from models import TINY_I2V, TINY_LORA, TINY_MERGED, TINY_MMPL, TINY_MMPL_PT, TINY_T2V, WRONG_SHAPE
 from PIL import Image
 
 from mmpl_core.plan_store import load_plan
@@ -16,6 +16,7 @@ from mmpl_core.plan_store import load_plan
 pytestmark = pytest.mark.comfy
 
 TEXT = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": "a red circle"}}
+NO_CHECKPOINT = "none (use the model as it is)"
 SAMPLING = {"width": 32, "height": 32, "seed": 0, "steps": 2, "cfg": 1.0, "shift": 3.0, "sampler": "euler"}
 
 
@@ -44,13 +45,36 @@ def error_of(result) -> str:
     return result.error["exception_message"]
 
 
-def test_mmpl_checkpoint_is_patched_into_a_stock_loaded_wan_model(comfy_server):
-    plain = comfy_server.client.run(tiny_plan_prompt("none (use the model as it is)"))
-    patched = comfy_server.client.run(tiny_plan_prompt(f"mmpl/{TINY_MMPL}"))
-    assert plain.error is None and patched.error is None, (plain.error, patched.error)
-    assert preview_bytes(comfy_server, plain) != preview_bytes(comfy_server, patched)
-    # Micro Planner has no VAE here: its strip approximates the keyframes from the latents.
-    assert plain.outputs["5"]["mmpl_plan"][0]["approximate"] and len(plain.outputs["5"]["mmpl_keyframes"]) == 8
+def saved_plan_latents(server, name: str):
+    plan = load_plan(server.base_dir / "output" / "mmpl" / name)
+    return plan.segments[0].latents.latents[:, sorted(plan.segments[0].latents.known)]
+
+
+@pytest.mark.parametrize("checkpoint", [TINY_MMPL, TINY_MMPL_PT])
+def test_checkpoint_behind_a_lora_plans_like_merged_weights_through_the_server(comfy_server, checkpoint):
+    """The user's graph, Load Diffusion Model → LoraLoaderModelOnly → MMPL Model (checkpoint), plans exactly like a
+    model whose weights are the checkpoint behind the same LoRA; the LoRA changes the plan."""
+    graphs = {"patched": (TINY_T2V, True, f"mmpl/{checkpoint}"), "merged": (TINY_MERGED, True, NO_CHECKPOINT),
+              "merged_no_lora": (TINY_MERGED, False, NO_CHECKPOINT)}
+    prompt = {"t": TEXT, "n": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}}}
+    for name, (unet, lora, ckpt) in graphs.items():
+        prompt[f"{name}_unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}
+        model = [f"{name}_unet", 0]
+        if lora:
+            prompt[f"{name}_lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+                "model": model, "lora_name": TINY_LORA, "strength_model": 1.0}}
+            model = [f"{name}_lora", 0]
+        prompt[f"{name}_mmpl"] = {"class_type": "MMPL_Model", "inputs": {"model": model, "checkpoint": ckpt,
+                                                                          "layout": "mmpl-t2v-13"}}
+        prompt[f"{name}_plan"] = {"class_type": "MMPL_MicroPlanner", "inputs": {
+            "mmpl_model": [f"{name}_mmpl", 0], "positive": ["t", 0], "negative": ["n", 0], **SAMPLING}}
+        prompt[f"{name}_save"] = {"class_type": "MMPL_SavePlan", "inputs": {"plan": [f"{name}_plan", 0],
+                                                                            "name": f"mmpl/weights_{name}"}}
+    result = comfy_server.client.run(prompt)
+    assert result.error is None, result.error
+    got, want, no_lora = (saved_plan_latents(comfy_server, f"weights_{n}") for n in graphs)
+    assert ((got - want).norm() / want.norm()).item() <= 1e-4
+    assert ((no_lora - want).norm() / want.norm()).item() > 0.02
 
 
 def test_bad_models_and_checkpoints_fail_on_the_node_naming_the_input(comfy_server):
