@@ -2,11 +2,18 @@
 
 It lets tiny and demo models be conditioned on prompts without any hub model. Embeddings have Wan's shape
 [1, text_len, text_dim] with zero padding after the last token, like umT5 outputs in Wan2.1.
+
+Cross-attention has no positions on the text side, so a bag of word vectors cannot tell "a red circle and a yellow
+square" from "a red square and a yellow circle", nor a navy-to-black gradient from a black-to-navy one. With
+``context=1`` each token also carries the vector of the bigram it ends ("red circle", "to black"), a fixed stand-in
+for the contextual embeddings umT5 gives Wan.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from typing import Iterable
 
 import torch
 
@@ -21,15 +28,34 @@ _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 class HashedTextEncoder:
-    """Prompt → [1, text_len, dim]: token i is a unit-variance Gaussian vector seeded by the token's text."""
+    """Prompt → [1, text_len, dim]: token i is a unit-variance Gaussian vector seeded by the token's text
+    (context 0), or the normalised sum of that and the vector of the bigram (token i−1, token i) (context 1).
 
-    def __init__(self, dim: int = 4096, text_len: int = 512):
+    vocabulary: the words a model was trained on (empty: unknown); `unknown_words` lists a prompt's others."""
+
+    CONTEXTS = (0, 1)
+
+    def __init__(self, dim: int = 4096, text_len: int = 512, context: int = 0, vocabulary: Iterable[str] = ()):
+        if context not in self.CONTEXTS:
+            raise ValueError(f"context must be one of {self.CONTEXTS}, got {context!r}")
         self.dim = dim
         self.text_len = text_len
+        self.context = context
+        self.vocabulary = frozenset(vocabulary)
         self._vectors: dict[str, torch.Tensor] = {}
 
     def tokens(self, prompt: str) -> list[str]:
         return _TOKEN.findall(prompt.lower())[: self.text_len]
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of `prompt` outside the vocabulary, in order of first use (none when no vocabulary is set)."""
+        if not self.vocabulary:
+            return []
+        seen = []
+        for token in self.tokens(prompt):
+            if token not in self.vocabulary and token not in seen:
+                seen.append(token)
+        return seen
 
     def _token_vector(self, token: str) -> torch.Tensor:
         if token not in self._vectors:
@@ -44,7 +70,11 @@ class HashedTextEncoder:
         out = torch.zeros(1, self.text_len, self.dim)
         tokens = self.tokens(prompt)
         if tokens:
-            out[0, : len(tokens)] = torch.stack([self._token_vector(t) for t in tokens])
+            vectors = torch.stack([self._token_vector(t) for t in tokens])
+            if self.context:
+                bigrams = torch.stack([self._token_vector(f"{a} {b}") for a, b in zip(["<s>"] + tokens, tokens)])
+                vectors = (vectors + bigrams) / math.sqrt(2)
+            out[0, : len(tokens)] = vectors
         return out
 
     def encode_batch(self, prompts: list[str]) -> torch.Tensor:

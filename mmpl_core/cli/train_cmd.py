@@ -26,10 +26,15 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=64, help="square clip size in pixels")
     p.add_argument("--clips", type=int, default=4096, help="synthetic clips in the latent pool")
     p.add_argument("--text-len", type=int, default=64, help="tokens of the hashed demo text encoder")
+    p.add_argument("--text-context", type=int, choices=(0, 1), default=1,
+                   help="hashed text encoder: 0 = word vectors only, 1 = word + bigram vectors (binds colour to shape)")
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--minutes", type=float, help="wall-clock budget")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine",
+                   help="after the warm-up: constant, or cosine decay to 5%% of --lr at --steps")
+    p.add_argument("--autocast", choices=("bfloat16",), help="matmuls in bf16 (fp32 master weights)")
     p.add_argument("--policy", choices=("all", "self_attn", "qk"), default="all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         except (CheckpointError, FileNotFoundError) as err:
             raise CLIError(f"--model: {err}") from err
     model = model.to(args.device).train()
-    text_encoder = HashedTextEncoder(dim=model.text_embedding[0].weight.shape[1], text_len=args.text_len)
+    text_encoder = HashedTextEncoder(dim=model.text_embedding[0].weight.shape[1], text_len=args.text_len,
+                                     context=args.text_context)
     encode = _encoder(args)
     t0 = time.perf_counter()
     if args.data == "synthetic":
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                            seed=args.seed)
     print(f"{len(pool)} clips encoded in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, policy=args.policy,
-                         seed=args.seed)
+                         seed=args.seed, lr_schedule=args.lr_schedule, autocast=args.autocast)
     trainer = Trainer(model, layout, config, args.out)
     if trainer.load():
         print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)

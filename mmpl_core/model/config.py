@@ -44,8 +44,8 @@ WAN_CONFIGS: dict[str, WanConfig] = {
     "14B": WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     # Smallest shapes ComfyUI's Wan detection loads correctly (it assumes head_dim 128).
     "tiny": WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2),
-    # The embedded demo model's shape.
-    "demo": WanConfig(dim=256, ffn_dim=1024, num_heads=2, num_layers=4),
+    # The embedded demo model's shape (12.4 M parameters).
+    "demo": WanConfig(dim=384, ffn_dim=1536, num_heads=3, num_layers=4),
     # Fast unit-test shape: not ComfyUI-loadable (head_dim 16, text_dim 32).
     "micro": WanConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=32, freq_dim=32),
 }

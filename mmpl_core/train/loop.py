@@ -7,6 +7,7 @@ copy under the layout's teacher-forcing mask. Works for any `SegmentLayout` and 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..model import encode_text, model_geometry, wan_forward
 from .masks import flex_block_mask, teacher_forcing_mask
 
 POLICIES = ("all", "self_attn", "qk")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ClipSource(Protocol):
@@ -35,6 +37,9 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 200
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" down to min_lr·lr at `steps`
+    min_lr: float = 0.05
+    autocast: str | None = None  # "bfloat16": matmuls in bf16 (fp32 master weights); 1.6× faster on an AMX CPU
     ema: float = 0.999
     shift: float = 3.0  # noise levels σ = shift·u / (1 + (shift − 1)·u), u logit-normal: biased to noisy, as sampling
     prompt_dropout: float = 0.1  # share of samples trained unconditionally (zero text), for guidance
@@ -46,6 +51,18 @@ class TrainConfig:
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.autocast not in (None, "bfloat16"):
+            raise ValueError(f"autocast must be None or 'bfloat16', got {self.autocast!r}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimiser step `step` (0-based): linear warm-up, then constant or cosine decay."""
+        warm = min(1.0, (step + 1) / max(self.warmup, 1))
+        if self.lr_schedule == "constant" or step < self.warmup:
+            return self.lr * warm
+        progress = min(1.0, (step - self.warmup) / max(self.steps - self.warmup, 1))
+        return self.lr * (self.min_lr + (1 - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def select_trainable(model: nn.Module, policy: str) -> list[nn.Parameter]:
@@ -119,13 +136,13 @@ class Trainer:
         keep = (torch.rand(batch, generator=gen) >= cfg.prompt_dropout).float()[:, None, None]
         device, dtype = self._device, next(self.model.parameters()).dtype
         tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
-        lr_scale = min(1.0, (self.step + 1) / max(cfg.warmup, 1))
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_scale
-        loss = teacher_forcing_loss(
-            self.model, self.layout, x0.to(device, dtype), (text * keep).to(device, dtype), sigma.to(device),
-            noise.to(device, dtype), self._mask_for(tokens),
-        )
+            group["lr"] = cfg.lr_at(self.step)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
+            loss = teacher_forcing_loss(
+                self.model, self.layout, x0.to(device, dtype), (text * keep).to(device, dtype), sigma.to(device),
+                noise.to(device, dtype), self._mask_for(tokens),
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
