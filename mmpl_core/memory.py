@@ -1,11 +1,16 @@
 """Predicted GPU memory and compute of MMPL over a Wan2.1 DiT, from shapes alone (no weights are read).
 
-Memory per device, in bytes, for a device that plans, populates, or does both (the scheduler's roles):
+Memory per device, in bytes, for a device that plans, populates, or does both (the scheduler's roles), for a
+`Placement` of the tensors (default: everything on the device in the compute dtype, CFG batched):
 
-* DiT weights: every parameter in the compute dtype (14B in bf16 ≈ 28.6 GB).
+* DiT weights: every parameter in the compute dtype (14B in bf16 ≈ 28.6 GB); with block swap only the resident
+  blocks plus two block buffers; with float8 weights the blocks' linear weights take one byte (plus the dequantised
+  copy of the largest one while it runs).
 * KV cache: one `FrameKVCache` shared by both CFG branches (batch 2): 2 (K, V) × layers × batch × slots ×
   tokens_per_frame × dim × bytes, with slots = the frames some group of the run sees (Wan T2V populating: 15;
-  frames 13–18 are never cached). Exactly what `SegmentSampler.run` allocates.
+  frames 13–18 are never cached). Exactly what `SegmentSampler.run` allocates. In CPU memory, the device holds
+  only the copies of the layers in flight (two layers' visible K/V); float8 storage adds the dequantised K/V of the
+  layer being read.
 * text K/V: the cross-attention keys and values of the prompt pair, per layer (`encode_text`).
 * activations: the working set of one `wan_forward` over the largest chunk (see `forward_activation_bytes`).
 * text encoder / VAE: their weights when resident on the device (0 when offloaded to the CPU); the umT5 runs before
@@ -18,8 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .layout import SegmentLayout
+from .layout import PLAN, SegmentLayout
 from .model.config import WanConfig
+from .model.fp8 import check_storage_dtype
+from .model.kv_cache import PLACEMENTS
 
 GB = 1e9
 GIB = 2**30
@@ -42,6 +49,77 @@ def dit_params(cfg: WanConfig) -> int:
     return embed + cfg.num_layers * block + head
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one device keeps MMPL's tensors, and in which dtypes.
+
+    blocks_on_device: DiT blocks whose weights stay on the device (None: all); the others live in pinned CPU memory
+        and stream in block by block (`model.streaming.stream_blocks`).
+    weight_dtype: "compute" or "float8_e4m3fn" (the blocks' linear weights, per-tensor scales).
+    kv_cache: "device" or "cpu" (`FrameKVCache` placement). kv_dtype: "compute" or "float8_e4m3fn".
+    cfg_branches: "batched" (one batch-2 forward per guided chunk), "split-plan" or "split" (see `plan.CFG_BRANCHES`).
+    text_encoder: "device" (umT5 encodes on the device, kept in CPU memory or not per `offload_text`) or "cpu"
+        (it encodes on the CPU and never takes device memory; slower, once per prompt).
+    Only kv_dtype, weight_dtype and cfg_branches change the output's bits.
+    """
+
+    blocks_on_device: int | None = None
+    weight_dtype: str = "compute"
+    kv_cache: str = "device"
+    kv_dtype: str = "compute"
+    cfg_branches: str = "batched"
+    text_encoder: str = "device"
+
+    def __post_init__(self):
+        check_storage_dtype(self.weight_dtype, "weight_dtype")
+        check_storage_dtype(self.kv_dtype, "kv_dtype")
+        if self.kv_cache not in PLACEMENTS:
+            raise ValueError(f"kv_cache must be one of {PLACEMENTS}, got {self.kv_cache!r}")
+        if self.cfg_branches not in ("batched", "split-plan", "split"):
+            raise ValueError(f"cfg_branches must be batched, split-plan or split, got {self.cfg_branches!r}")
+        if self.text_encoder not in ("device", "cpu"):
+            raise ValueError(f"text_encoder must be device or cpu, got {self.text_encoder!r}")
+        if self.blocks_on_device is not None and self.blocks_on_device < 0:
+            raise ValueError(f"blocks_on_device must be >= 0, got {self.blocks_on_device}")
+
+    def resident_blocks(self, cfg: WanConfig) -> int:
+        return cfg.num_layers if self.blocks_on_device is None else min(self.blocks_on_device, cfg.num_layers)
+
+    def forward_batch(self, guidance: float, phase: str) -> int:
+        """Batch of one forward of a chunk of `phase`: 2 for batched CFG, else 1 (one forward per branch)."""
+        split = self.cfg_branches == "split" or (self.cfg_branches == "split-plan" and phase == PLAN)
+        return 1 if guidance == 1.0 or split else 2
+
+
+FLOAT8_BYTES, SCALE_BYTES = 1, 4
+LINEARS_PER_BLOCK = 10  # q, k, v, o of self- and cross-attention, the two feed-forward layers
+
+
+def block_linear_params(cfg: WanConfig) -> int:
+    """Weights (not biases) of one block's linear layers: 8·dim² + 2·dim·ffn_dim."""
+    return 8 * cfg.dim * cfg.dim + 2 * cfg.dim * cfg.ffn_dim
+
+
+def block_bytes(cfg: WanConfig, nbytes: int = 2, weight_dtype: str = "compute") -> int:
+    """Bytes of one DiT block's parameters (and float8 scales)."""
+    params = (dit_params(cfg) - dit_params(cfg.with_(num_layers=0))) // cfg.num_layers
+    if weight_dtype == "compute":
+        return params * nbytes
+    linear = block_linear_params(cfg)
+    return linear * FLOAT8_BYTES + LINEARS_PER_BLOCK * SCALE_BYTES + (params - linear) * nbytes
+
+
+def dit_device_bytes(cfg: WanConfig, nbytes: int = 2, placement: Placement = Placement()) -> int:
+    """The DiT's weights on the device: everything outside the blocks, the resident blocks, the block-swap
+    buffers (two, or one with a single streamed block) and, with float8 weights, the dequantised copy of the
+    largest linear weight (dim × ffn_dim) while it runs."""
+    resident = placement.resident_blocks(cfg)
+    buffers = min(2, cfg.num_layers - resident)
+    dequantised = cfg.dim * cfg.ffn_dim * nbytes if placement.weight_dtype != "compute" else 0
+    outside = dit_params(cfg.with_(num_layers=0)) * nbytes
+    return outside + (resident + buffers) * block_bytes(cfg, nbytes, placement.weight_dtype) + dequantised
+
+
 def tokens_per_frame(cfg: WanConfig, height: int, width: int, stride: int = 8) -> int:
     """Tokens of one latent frame: (H/8/patch_h) × (W/8/patch_w); 1560 at 480×832."""
     return (height // stride // cfg.patch_size[1]) * (width // stride // cfg.patch_size[2])
@@ -58,6 +136,23 @@ def cached_frames(layout: SegmentLayout, role: str) -> frozenset[int]:
 
 def kv_cache_bytes(cfg: WanConfig, slots: int, tpf: int, batch: int = 2, nbytes: int = 2) -> int:
     return 2 * cfg.num_layers * batch * slots * tpf * cfg.dim * nbytes
+
+
+def kv_device_bytes(cfg: WanConfig, slots: int, visible: int, tpf: int, *, branches: int, batch: int,
+                    nbytes: int = 2, kv_cache: str = "device", kv_dtype: str = "compute") -> int:
+    """The KV cache's bytes on the device. branches: CFG branches cached (1 or 2); batch: of one forward (2 batched,
+    1 split); visible: most cached frames one forward reads. On the device: the whole cache; in CPU memory: the
+    copies of the two layers in flight. float8 adds the scales (kept on the device) and the dequantised K/V of the
+    layer being read."""
+    stored = FLOAT8_BYTES if kv_dtype != "compute" else nbytes
+    one_layer_read = 2 * batch * visible * tpf * cfg.dim  # K and V values a forward reads per layer
+    if kv_cache == "device":
+        total = kv_cache_bytes(cfg, slots, tpf, branches, stored)
+    else:
+        total = 2 * one_layer_read * stored
+    if kv_dtype != "compute":
+        total += 2 * cfg.num_layers * branches * slots * cfg.num_heads * SCALE_BYTES + one_layer_read * nbytes
+    return total
 
 
 def text_context_bytes(cfg: WanConfig, batch: int = 2, nbytes: int = 2) -> int:
@@ -131,37 +226,69 @@ def estimate_memory(
     vae_params: int = WAN_VAE_PARAMS,
     vae_base_dim: int = WAN_VAE_BASE_DIM,
     offload_vae: bool = False,
+    placement: Placement = Placement(),
 ) -> MemoryEstimate:
     """Predicted peak memory of one device running `role` ("plan", "populate" or "segment" = both) at H×W pixels.
 
-    guidance ≠ 1 batches the conditional and unconditional branches (batch 2) through one forward and one cache.
+    guidance ≠ 1 runs the conditional and unconditional branches: batched (batch 2) through one forward and one
+    cache, or split (`placement.cfg_branches`) as two batch-1 forwards with a cache each (the same cache bytes).
+    `extra` holds the bytes kept in CPU memory instead ("host_weights", "host_kv").
     """
-    batch = 1 if guidance == 1.0 else 2
+    branches = 1 if guidance == 1.0 else 2
     tpf = tokens_per_frame(cfg, height, width)
     frames = cached_frames(layout, role)
-    groups = {"plan": layout.plan_groups, "populate": layout.populate_groups,
-              "segment": tuple(range(len(layout.groups)))}[role]
-    acts = 0
-    for g in groups:
-        group = layout.groups[g]
-        nq = len(group.frames) * tpf
-        acts = max(acts, forward_activation_bytes(cfg, nq, nq + len(group.sees) * tpf, batch, nbytes))
+    groups = [layout.groups[g] for g in {"plan": layout.plan_groups, "populate": layout.populate_groups,
+                                         "segment": tuple(range(len(layout.groups)))}[role]]
+    acts, batch, visible = 0, 1, 0
+    for group in groups:
+        nq, b = len(group.frames) * tpf, placement.forward_batch(guidance, group.phase)
+        acts = max(acts, forward_activation_bytes(cfg, nq, nq + len(group.sees) * tpf, b, nbytes))
+        batch, visible = max(batch, b), max(visible, len(group.sees))
     text_weights = text_encoder_params * nbytes
     vae_weights = vae_params * nbytes
+    text_on_cpu = placement.text_encoder == "cpu"
+    kv_stored = kv_cache_bytes(cfg, len(frames), tpf, branches, FLOAT8_BYTES if placement.kv_dtype != "compute"
+                               else nbytes)
+    streamed = cfg.num_layers - placement.resident_blocks(cfg)
     return MemoryEstimate(
         role=role,
-        weights=dit_params(cfg) * nbytes,
-        kv_cache=kv_cache_bytes(cfg, len(frames), tpf, batch, nbytes),
+        weights=dit_device_bytes(cfg, nbytes, placement),
+        kv_cache=kv_device_bytes(cfg, len(frames), visible, tpf, branches=branches, batch=batch, nbytes=nbytes,
+                                 kv_cache=placement.kv_cache, kv_dtype=placement.kv_dtype),
         kv_slots=len(frames),
-        text_kv=text_context_bytes(cfg, batch, nbytes),
+        text_kv=text_context_bytes(cfg, branches, nbytes),
         activations=acts,
-        text_encoder=0 if offload_text else text_weights,
+        text_encoder=0 if offload_text or text_on_cpu else text_weights,
         vae=0 if offload_vae else vae_weights,
-        text_encoding=text_weights,
+        text_encoding=0 if text_on_cpu else text_weights,
         # every role decodes: the bridge when planning, the segment's video when populating
         vae_working=(vae_weights if offload_vae else 0) + vae_decode_bytes(height, width, vae_base_dim, nbytes),
-        extra={"tokens_per_frame": tpf, "batch": batch},
+        extra={"tokens_per_frame": tpf, "batch": batch, "visible": visible, "placement": placement,
+               "host_weights": streamed * block_bytes(cfg, nbytes, placement.weight_dtype),
+               "host_kv": kv_stored if placement.kv_cache == "cpu" else 0},
     )
+
+
+def device_bytes_beyond_weights(
+    cfg: WanConfig, layout: SegmentLayout, height: int, width: int, *, role: str = "segment", guidance: float = 5.0,
+    kv_cache: str = "device", kv_dtype: str = "compute", cfg_branches: str = "batched", nbytes: int = 2,
+) -> int:
+    """Bytes MMPL needs on the device besides the DiT weights while it samples (what a host that manages the
+    weights itself, such as ComfyUI's model management, must keep free):
+
+    the KV cache in its placement (`kv_cache` "device": the whole cache; "cpu": only the copies of the layers in
+    flight) and `kv_dtype` ("compute" or "float8_e4m3fn", with its scales and dequantised reads), the text K/V
+    of the prompt (both CFG branches when guidance ≠ 1), and the working set of one forward over the largest
+    chunk of `role` ("plan", "populate" or "segment" = both).
+
+    cfg: the DiT's shape (`WanConfig`; for a loaded module tree, `checkpoints.infer_config(model.state_dict())`);
+    height, width: the video's pixel size (latents are 8× smaller); guidance: the CFG scale (1 = one branch);
+    cfg_branches: the plan's setting (batched, split-plan, split); nbytes: bytes per value of the compute dtype.
+    Equal to `kv_cache + text_kv + activations` of `estimate_memory` for the same arguments.
+    """
+    placement = Placement(kv_cache=kv_cache, kv_dtype=kv_dtype, cfg_branches=cfg_branches)
+    est = estimate_memory(cfg, layout, height, width, role=role, guidance=guidance, nbytes=nbytes, placement=placement)
+    return est.kv_cache + est.text_kv + est.activations
 
 
 # ----------------------------------------------------------------------------------------------- compute (FLOPs)
@@ -214,7 +341,8 @@ def segment_flops(cfg: WanConfig, layout: SegmentLayout, height: int, width: int
 
 
 __all__ = [
-    "AUTHORS_H100_SEGMENT_SECONDS", "GB", "GIB", "GroupCost", "MemoryEstimate", "cached_frames", "dit_params",
-    "estimate_memory", "forward_activation_bytes", "group_costs", "kv_cache_bytes", "segment_flops", "step_flops",
-    "text_context_bytes", "tokens_per_frame", "vae_decode_bytes",
+    "AUTHORS_H100_SEGMENT_SECONDS", "GB", "GIB", "GroupCost", "MemoryEstimate", "Placement", "block_bytes",
+    "block_linear_params", "cached_frames", "device_bytes_beyond_weights", "dit_device_bytes", "dit_params",
+    "estimate_memory", "forward_activation_bytes", "group_costs", "kv_cache_bytes", "kv_device_bytes",
+    "segment_flops", "step_flops", "text_context_bytes", "tokens_per_frame", "vae_decode_bytes",
 ]

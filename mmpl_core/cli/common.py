@@ -47,6 +47,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (default: bfloat16 with --wan, else float32)")
     add_wan_args(p)
+    from .placement_args import add_placement_args
+
+    add_placement_args(p)
 
 
 def add_wan_args(p: argparse.ArgumentParser) -> None:
@@ -68,23 +71,59 @@ def add_wan_args(p: argparse.ArgumentParser) -> None:
                         "(umT5, the default), 'vae', 'text,vae' or 'none'")
 
 
-def load_dit(args: argparse.Namespace):
-    from ..checkpoints import CheckpointError, load_wan_model
-    from ..model import WAN_CONFIGS, build_random_model
+def _dit_config(args: argparse.Namespace):
+    """The `WanConfig` of --model random:SIZE or a checkpoint file, without reading weights."""
+    from ..checkpoints import CheckpointError, read_config
+    from ..model import WAN_CONFIGS
 
-    dtype = getattr(torch, args.dtype)
     if args.model.startswith(RANDOM):
         size = args.model[len(RANDOM):]
         if size not in WAN_CONFIGS:
             raise CLIError(f"--model {args.model!r}: unknown size; expected random:SIZE with SIZE in {list(WAN_CONFIGS)}")
-        return build_random_model(WAN_CONFIGS[size], seed=args.model_seed, dtype=dtype).to(args.device)
-    path = Path(args.model)
-    if not path.exists():
+        return WAN_CONFIGS[size]
+    if not Path(args.model).exists():
         raise CLIError(f"--model {args.model!r} is neither 'demo', random:SIZE nor an existing path")
     try:
-        return load_wan_model(path, ema=args.ema, dtype=dtype, device=args.device).eval()
+        return read_config(args.model, ema=args.ema)
     except CheckpointError as err:
         raise CLIError(f"--model: {err}") from err
+
+
+def load_dit(args: argparse.Namespace, device: str):
+    from ..checkpoints import CheckpointError, load_wan_model
+    from ..model import build_random_model
+
+    dtype = getattr(torch, args.dtype)
+    cfg = _dit_config(args)
+    if args.model.startswith(RANDOM):
+        return build_random_model(cfg, seed=args.model_seed, dtype=dtype).to(device)
+    try:
+        return load_wan_model(args.model, ema=args.ema, dtype=dtype, device=device).eval()
+    except CheckpointError as err:
+        raise CLIError(f"--model: {err}") from err
+
+
+def _given(args: argparse.Namespace, defaults: dict) -> dict:
+    """`defaults` overridden by the arguments the command has and the user (or a preset) set."""
+    return {**defaults, **{k: v for k, v in vars(args).items() if v is not None}}
+
+
+# The text encoder and VAE of the paths without --wan: a weight-free hashed encoder and a tiny VAE or latent codec.
+SMALL_CODECS = {"text_encoder_params": 0, "vae_params": 0}
+
+
+def _placement(args: argparse.Namespace, cfg, layout, defaults: dict, codecs: dict):
+    """The device placement for the arguments (see `placement_args`); codecs: text encoder and VAE sizes."""
+    from .placement_args import resolve_placement
+
+    nbytes = {"float32": 4, "bfloat16": 2, "float16": 2}[args.dtype]
+    plan_defaults = {"size": defaults["size"], "steps": defaults["steps"], "cfg": defaults["cfg"],
+                     "kv_dtype": "compute", "cfg_branches": "batched"}
+    try:
+        return resolve_placement(args, cfg, layout, nbytes=nbytes, defaults=plan_defaults,
+                                 offload=parse_offload(getattr(args, "offload", "text")), **codecs)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
 
 
 def load_vae(args: argparse.Namespace):
@@ -134,6 +173,12 @@ def build_pipeline(args: argparse.Namespace):
             raise CLIError("--model demo comes with its own VAE and layout; leave out --vae/--layout")
         if getattr(args, "negative_prompt", None) is not None:
             pipe.negative_prompt = args.negative_prompt
+        layers = pipe.model.config.num_layers
+        if args.weight_dtype != "compute" or args.blocks_on_device not in ("auto", str(layers)):
+            raise CLIError("--weight-dtype and --blocks-on-device apply to --wan, random:SIZE and checkpoint files; "
+                           "the demo model stays as it is")
+        args.blocks_on_device = str(layers)
+        pipe.kv_cache = _placement(args, pipe.model.config, pipe.layout, _given(args, FALLBACK), SMALL_CODECS).kv_cache
         return pipe
     if official:
         _fill_defaults(args, OFFICIAL)
@@ -143,10 +188,16 @@ def build_pipeline(args: argparse.Namespace):
         layout = get_layout(args.layout)
     except LayoutError as err:
         raise CLIError(f"--layout: {err}") from err
-    dit = load_dit(args)
+    from .placement_args import place_dit, streams_or_quantises
+
+    cfg = _dit_config(args)
+    placement = _placement(args, cfg, layout, _given(args, FALLBACK),
+                           {**SMALL_CODECS, "vae_base_dim": args.vae_base_dim})
+    dit = load_dit(args, "cpu" if streams_or_quantises(placement, cfg) else args.device)
+    dit = place_dit(dit, args.device, placement)
     return MMPLPipeline(
         dit, load_vae(args), layout, HashedTextEncoder(dim=dit.text_embedding[0].weight.shape[1]),
-        negative_prompt=_negative_prompt(args), device=args.device, dtype=dtype,
+        negative_prompt=_negative_prompt(args), device=args.device, dtype=dtype, kv_cache=placement.kv_cache,
     )
 
 
@@ -185,13 +236,14 @@ def parse_offload(text: str) -> set[str]:
 def build_wan_pipeline(args: argparse.Namespace):
     """The pipeline over a real Wan2.1 folder: umT5 + VAE from the folder, the DiT from --checkpoint (or the folder),
     the authors' settings for everything left out."""
-    from ..checkpoints import CheckpointError
+    from ..checkpoints import CheckpointError, read_config
     from ..layout import LayoutError, get_layout
     from ..pipeline import MMPLPipeline
     from ..umt5 import TextEncoderError
+    from .placement_args import place_dit, streams_or_quantises
     from ..vae import OffloadedWanVAE
-    from ..wan_folder import (WanFolderError, find_wan_folder, load_folder_dit, load_folder_text_encoder,
-                              load_folder_vae)
+    from ..wan_folder import (WanFolderError, count_params, find_wan_folder, load_folder_dit,
+                              load_folder_text_encoder, load_folder_vae)
 
     if args.model != "demo":
         raise CLIError("--wan takes the DiT from --checkpoint FILE (or from the folder itself); leave out --model")
@@ -204,14 +256,22 @@ def build_wan_pipeline(args: argparse.Namespace):
     try:
         layout = get_layout(args.layout)
         folder = find_wan_folder(args.wan, need_dit=args.checkpoint is None)
-        dit = load_folder_dit(folder, args.checkpoint, ema=args.ema, dtype=dtype, device=args.device)
+        cfg = (read_config(args.checkpoint, ema=args.ema, num_heads=folder.num_heads) if args.checkpoint else
+               folder.wan_config() or read_config(folder.dit, num_heads=folder.num_heads))
+        codecs = {"text_encoder_params": count_params(folder.text_encoder), "vae_params": count_params(folder.vae)}
+        placement = _placement(args, cfg, layout, _given(args, OFFICIAL), codecs)
+        load_to = "cpu" if streams_or_quantises(placement, cfg) else args.device
+        dit = place_dit(load_folder_dit(folder, args.checkpoint, ema=args.ema, dtype=dtype, device=load_to),
+                        args.device, placement)
         if args.vae is not None:
             vae = load_vae(args)
         else:
             vae = load_folder_vae(folder, dtype=dtype, device="cpu" if "vae" in offload else args.device)
         if "vae" in offload:
             vae = OffloadedWanVAE(vae, args.device)
-        text = load_folder_text_encoder(folder, dtype=dtype, device=args.device, offload="text" in offload)
+        on_cpu = placement.text_encoder == "cpu"
+        text = load_folder_text_encoder(folder, dtype=dtype, device="cpu" if on_cpu else args.device,
+                                        offload="text" in offload and not on_cpu)
     except LayoutError as err:
         raise CLIError(f"--layout: {err}") from err
     except (WanFolderError, TextEncoderError) as err:
@@ -223,7 +283,8 @@ def build_wan_pipeline(args: argparse.Namespace):
     text_dim = dit.text_embedding[0].weight.shape[1]
     if text.dim != text_dim:
         raise CLIError(f"--wan {args.wan}: the text encoder gives {text.dim}-wide embeddings, the DiT takes {text_dim}")
-    return MMPLPipeline(dit, vae, layout, text, negative_prompt=_negative_prompt(args), device=args.device, dtype=dtype)
+    return MMPLPipeline(dit, vae, layout, text, negative_prompt=_negative_prompt(args), device=args.device, dtype=dtype,
+                        kv_cache=placement.kv_cache)
 
 
 def sampler_config(args: argparse.Namespace):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .common import add_model_args, add_sampler_args, build_pipeline, sampler_config
+from .placement_args import add_kv_dtype_arg
 
 
 def register(sub) -> None:
@@ -17,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="default: the model's")
     p.add_argument("--out", type=Path, help="write the decoded segment as an mp4")
     p.add_argument("--fps", type=int, default=16)
+    add_kv_dtype_arg(p)
     p.set_defaults(func=run)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = build_pipeline(args)
     settings = GenerationSettings(seed=args.seed, height=args.size[0], width=args.size[1],
-                                  sampler=sampler_config(args), fps=args.fps)
+                                  sampler=sampler_config(args), fps=args.fps, kv_dtype=args.kv_dtype)
     layout = pipe.layout
     print(f"layout {layout.name}: {layout.describe()}")
     start = time.perf_counter()

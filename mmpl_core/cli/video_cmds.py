@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import CLIError, add_model_args, add_sampler_args, build_pipeline, read_image, sampler_config
+from .placement_args import add_kv_dtype_arg
 from .schedule_args import add_schedule_args, check_schedule_args, make_pool, uses_workers
 
 
@@ -28,6 +29,7 @@ def register(sub) -> None:
         p.add_argument("--bridge", choices=("vae", "naive"), default="vae")
         p.add_argument("--color-anchor", type=float, default=0.0, help="0 (off) … 1: hold colours near segment 1's")
         p.add_argument("--boundary-weight", type=float, default=0.0, help="paper Appendix F noise init weight")
+        add_kv_dtype_arg(p)
         p.add_argument("--plan-dir", type=Path, help="plan folder (default: next to --out, or ./plan)")
         add_schedule_args(p, workers=name == "generate")
         if name == "generate":
@@ -72,7 +74,7 @@ def _settings(args):
         return GenerationSettings(
             seed=args.seed, height=args.size[0], width=args.size[1], sampler=sampler_config(args), fps=args.fps,
             bridge=args.bridge, color_anchor=args.color_anchor, boundary_weight=args.boundary_weight,
-            handoff=MODES[args.mode], cfg_branches=args.cfg_branches,
+            handoff=MODES[args.mode], cfg_branches=args.cfg_branches, kv_dtype=args.kv_dtype,
         )
     except ValueError as err:
         raise CLIError(str(err)) from err
