@@ -191,6 +191,14 @@ class Plan:
             raise ValueError(f"segment {k} is not planned yet; plan it before replacing keyframes")
         if frame not in self.layout.keyframes:
             raise ValueError(f"frame {frame} is not a keyframe of layout {self.layout.name}: {self.layout.keyframes}")
+        if k > 0 and frame < self.layout.context_frames:  # re-planning would overwrite it with the bridge's output
+            raise ValueError(
+                f"frame {frame} of segment {k} is one of the {self.layout.context_frames} latents the VAE bridge "
+                f"makes from segment {k - 1}'s terminal keyframes {list(self.layout.terminal)}; replace those in "
+                f"segment {k - 1} instead"
+            )
+        if k == 0 and frame < self.layout.image_frames:
+            raise ValueError(f"frame {frame} of segment 0 is the input image; give another image instead")
         expected = self.settings.latent_shape
         if tuple(latent.shape) != expected:
             raise ValueError(f"keyframe latent must have shape {expected}, got {tuple(latent.shape)}")

@@ -71,6 +71,21 @@ def test_replace_edit_encodes_the_image_into_the_keyframe(pipe, planned):
         apply_edits(planned, parse_edits(f'[{{"op": "replace", "segment": 0, "frame": {frame}, "image": 0}}]'))
 
 
+def test_replacing_bridged_start_frames_is_refused_naming_segment_and_frame(pipe, planned):
+    """Frames 0..context-1 of a later segment come from the bridge of the previous segment's terminal keyframes; an
+    edit there would be overwritten by the next re-plan, so it is refused. Segment 0's are the user's to replace."""
+    latent = torch.zeros(16, 4, 4)
+    first = pipe.layout.keyframes[0]
+    assert first < pipe.layout.context_frames
+    edit = [{"op": "replace", "segment": 1, "frame": first, "image": 0}]
+    with pytest.raises(EditError, match=rf"edit 0 .*frame {first} of segment 1 is one of the 2 latents the VAE bridge "
+                                        r"makes from segment 0's terminal keyframes"):
+        apply_edits(planned, parse_edits(json.dumps(edit)), encode_image=lambda ref, f: latent)
+    edit[0]["segment"] = 0
+    edited = apply_edits(planned, parse_edits(json.dumps(edit)), encode_image=lambda ref, f: latent)
+    assert torch.equal(edited.segments[0].latents.latents[:, first], latent)
+
+
 # --- prompt bank ------------------------------------------------------------------------------------------------
 def test_prompt_bank_names_embeddings_by_content_and_round_trips(tmp_path):
     e = torch.randn(1, 8, 32)
