@@ -17,7 +17,7 @@ from mmpl_core.keyframes import contact_sheet, decode_keyframes, encode_keyframe
 
 from .comfy_adapters import ComfyWanVAE, conditioning_embedding, image_to_video_tensor, video_to_image
 from .keyframe_ui import strip_ui
-from .types import CATEGORY, MMPLPlan
+from .types import CATEGORY, MMPLPlan, node_schema
 
 EDITS_EXAMPLE = '{"edits": []}'
 
@@ -25,7 +25,7 @@ EDITS_EXAMPLE = '{"edits": []}'
 class MMPLKeyframePreview(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="MMPL_KeyframePreview",
             display_name="MMPL Keyframe Preview",
             category=CATEGORY,
@@ -71,7 +71,7 @@ def load_input_image(name: str) -> torch.Tensor:
 class MMPLKeyframeEditor(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="MMPL_KeyframeEditor",
             display_name="MMPL Keyframe Editor",
             category=CATEGORY,
@@ -90,6 +90,7 @@ class MMPLKeyframeEditor(io.ComfyNode):
                               "models' hashed encoder reads the text)."),
             ],
             outputs=[MMPLPlan.Output(display_name="plan")],
+            has_intermediate_output=True,  # its strip comes back when a run takes it from the cache
         )
 
     @classmethod

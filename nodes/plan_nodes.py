@@ -14,7 +14,7 @@ from .comfy_adapters import (
 from .keyframe_ui import strip_ui
 from .types import (
     CATEGORY, MMPLBridge, MMPLModel, MMPLModelInfo, MMPLPlan, MMPLPrompts, PlanValue, SegmentPromptList,
-    sampler_inputs,
+    node_schema, sampler_inputs,
 )
 
 
@@ -110,7 +110,7 @@ class MMPLSegmentPrompts(io.ComfyNode):
 class MMPLMicroPlanner(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="MMPL_MicroPlanner",
             display_name="MMPL Micro Planner",
             category=CATEGORY,
@@ -123,6 +123,7 @@ class MMPLMicroPlanner(io.ComfyNode):
             ],
             outputs=[MMPLPlan.Output(display_name="plan")],
             hidden=[io.Hidden.unique_id],
+            has_intermediate_output=True,  # cached: its strip is sent again (newer ComfyUI)
         )
 
     @classmethod
@@ -140,7 +141,7 @@ class MMPLMicroPlanner(io.ComfyNode):
 class MMPLMacroChain(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="MMPL_MacroChain",
             display_name="MMPL Macro Chain",
             category=CATEGORY,
@@ -159,6 +160,7 @@ class MMPLMacroChain(io.ComfyNode):
             ],
             outputs=[MMPLPlan.Output(display_name="plan")],
             hidden=[io.Hidden.unique_id],
+            has_intermediate_output=True,  # cached: its strip is sent again (newer ComfyUI)
         )
 
     @classmethod

@@ -2,6 +2,7 @@
 ComfyUI caches outputs by inputs)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from comfy_api.latest import io
@@ -18,6 +19,17 @@ MMPLDevices = io.Custom("MMPL_DEVICES")
 MMPLPrompts = io.Custom("MMPL_PROMPTS")
 
 CATEGORY = "MMPL Long Video"
+
+# Optional io.Schema fields of newer ComfyUI versions (0.3.75's Schema, a dataclass, raises TypeError on them).
+NEWER_SCHEMA_FIELDS = frozenset({"has_intermediate_output", "search_aliases", "essentials_category", "is_dev_only",
+                                 "accept_all_inputs", "price_badge"})
+
+
+def node_schema(**fields) -> io.Schema:
+    """io.Schema(**fields), leaving out those of NEWER_SCHEMA_FIELDS this ComfyUI does not know (any other unknown
+    field still raises). E.g. has_intermediate_output=True: a cached strip node sends its UI again (ComfyUI ≥ 0.19)."""
+    known = {f.name for f in dataclasses.fields(io.Schema)}
+    return io.Schema(**{k: v for k, v in fields.items() if k in known or k not in NEWER_SCHEMA_FIELDS})
 
 
 @dataclass(frozen=True)
