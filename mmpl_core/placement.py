@@ -14,9 +14,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from .layout import SegmentLayout
+from .layout import FrameGroup, SegmentLayout
 from .memory import (
-    FLOAT8_BYTES, GIB, UMT5_XXL_PARAMS, MemoryEstimate, Placement, block_bytes, block_linear_params, cached_frames, estimate_memory,
+    FLOAT8_BYTES, GIB, UMT5_XXL_PARAMS, MemoryEstimate, Placement, block_bytes, block_linear_params, cached_frames,
+    estimate_memory,
     step_flops, tokens_per_frame,
 )
 from .model.config import WanConfig
@@ -82,34 +83,43 @@ class PlacementCost:
         return (p.weight_dtype != "compute") + (p.kv_dtype != "compute") + (p.cfg_branches != "batched")
 
 
+def chunk_seconds(cfg: WanConfig, group: FrameGroup, tpf: int, placement: Placement, device: DeviceSpeed, *,
+                  guidance: float = 5.0, nbytes: int = 2) -> tuple[float, float, int]:
+    """(predicted seconds, FLOP-bound seconds, host→device bytes) of one evaluation of a group's chunk: one batched
+    forward, or one forward per CFG branch when split."""
+    layers, resident = cfg.num_layers, placement.resident_blocks(cfg)
+    kv_bytes = FLOAT8_BYTES if placement.kv_dtype != "compute" else nbytes
+    streamed_block = block_bytes(cfg, nbytes, placement.weight_dtype)
+    batch = placement.forward_batch(guidance, group.phase)
+    passes = 2 // batch if guidance != 1.0 else 1
+    nq, nk = len(group.frames) * tpf, (len(group.frames) + len(group.sees)) * tpf
+    flops = step_flops(cfg, nq, nk, batch, len(group.frames)) / layers
+    read = 2 * batch * len(group.sees) * tpf * cfg.dim  # K and V values read per layer
+    kv_in = read * kv_bytes if placement.kv_cache == "cpu" else 0
+    dequant = 3 * block_linear_params(cfg) if placement.weight_dtype != "compute" else 0
+    dequant += 3 * read if placement.kv_dtype != "compute" else 0
+    compute = flops / (device.tflops * 1e12) + dequant / (device.memory_gbps * 1e9)
+    per_forward = sum(max(compute, (kv_in + streamed_block * (layer >= resident)) / (device.pcie_gbps * 1e9))
+                      for layer in range(layers))
+    moved = layers * kv_in + (layers - resident) * streamed_block
+    return passes * per_forward, passes * flops * layers / (device.tflops * 1e12), passes * moved
+
+
 def segment_time(cfg: WanConfig, layout: SegmentLayout, height: int, width: int, placement: Placement,
                  device: DeviceSpeed, *, steps: int = 50, guidance: float = 5.0, nbytes: int = 2
                  ) -> tuple[float, float, int]:
     """(predicted seconds, FLOP-bound seconds, host→device bytes) of one segment (every group denoised, as the
     first segment, plus the t=0 pass of each cached group) under `placement` on `device`."""
-    tpf, layers = tokens_per_frame(cfg, height, width), cfg.num_layers
-    cached = cached_frames(layout, "segment")
-    kv_bytes = FLOAT8_BYTES if placement.kv_dtype != "compute" else nbytes
-    streamed_block = block_bytes(cfg, nbytes, placement.weight_dtype)
-    resident = placement.resident_blocks(cfg)
-    dequant_weights = 3 * block_linear_params(cfg) if placement.weight_dtype != "compute" else 0
+    tpf, cached = tokens_per_frame(cfg, height, width), cached_frames(layout, "segment")
     total = flop_total = 0.0
     moved = 0
     for group in layout.groups:
         forwards = steps + bool(cached & set(group.frames))
-        batch = placement.forward_batch(guidance, group.phase)
-        passes = 2 // batch if guidance != 1.0 else 1  # forwards per chunk evaluation
-        nq, nk = len(group.frames) * tpf, (len(group.frames) + len(group.sees)) * tpf
-        flops = step_flops(cfg, nq, nk, batch, len(group.frames)) / layers
-        read = 2 * batch * len(group.sees) * tpf * cfg.dim  # K and V values read per layer
-        kv_in = read * kv_bytes if placement.kv_cache == "cpu" else 0
-        dequant = dequant_weights + (3 * read if placement.kv_dtype != "compute" else 0)
-        compute = flops / (device.tflops * 1e12) + dequant / (device.memory_gbps * 1e9)
-        per_forward = sum(max(compute, (kv_in + streamed_block * (layer >= resident)) / (device.pcie_gbps * 1e9))
-                          for layer in range(layers))
-        total += forwards * passes * per_forward
-        flop_total += forwards * passes * flops * layers / (device.tflops * 1e12)
-        moved += forwards * passes * (layers * kv_in + (layers - resident) * streamed_block)
+        seconds, flop_seconds, chunk_bytes = chunk_seconds(cfg, group, tpf, placement, device, guidance=guidance,
+                                                           nbytes=nbytes)
+        total += forwards * seconds
+        flop_total += forwards * flop_seconds
+        moved += forwards * chunk_bytes
     return total, flop_total, moved
 
 
@@ -169,13 +179,16 @@ def choose_placement(cfg: WanConfig, layout: SegmentLayout, height: int, width: 
     fitting = [c for c in candidates if c.fits]
     if not fitting:
         return min(candidates, key=lambda c: c.peak), candidates
-    key = lambda c: (round(c.seconds, 6), c.lossy, c.placement.text_encoder == "cpu", c.transfer_bytes, c.peak)  # noqa: E731
-    return min(fitting, key=key), candidates
+    def preference(c: PlacementCost):
+        return round(c.seconds, 6), c.lossy, c.placement.text_encoder == "cpu", c.transfer_bytes, c.peak
+
+    return min(fitting, key=preference), candidates
 
 
 def describe(placement: Placement, cfg: WanConfig) -> str:
     resident = placement.resident_blocks(cfg)
-    weights = "resident" if resident == cfg.num_layers else f"{resident}/{cfg.num_layers} blocks resident, rest streamed"
+    weights = ("resident" if resident == cfg.num_layers else
+               f"{resident}/{cfg.num_layers} blocks resident, rest streamed")
     parts = [f"weights {weights}" + (" (float8)" if placement.weight_dtype != "compute" else ""),
              f"KV cache on {placement.kv_cache}" + (" (float8)" if placement.kv_dtype != "compute" else ""),
              f"CFG {placement.cfg_branches}"]
@@ -201,4 +214,5 @@ def cli_flags(placement: Placement, cfg: WanConfig) -> str:
 
 
 __all__ = ["CHOICES", "CPU_TFLOPS", "PCIE_GBPS", "RESERVED_GIB", "TYPICAL_DEVICES", "DeviceSpeed", "PlacementCost",
-           "choose_placement", "cli_flags", "describe", "placement_cost", "segment_time", "typical_device"]
+           "choose_placement", "chunk_seconds", "cli_flags", "describe", "placement_cost", "segment_time",
+           "typical_device"]

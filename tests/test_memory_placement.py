@@ -50,7 +50,7 @@ def _run(kv_cache, kv_dtype, spy=None):
     model = build_random_model(MICRO, seed=0)
     sampler = SegmentSampler(model, SamplerConfig(steps=1, guidance=5.0), kv_cache=kv_cache)
     gen = torch.Generator().manual_seed(0)
-    prompt = Prompt(torch.randn(1, 512, MICRO.text_dim, generator=gen), torch.randn(1, 512, MICRO.text_dim, generator=gen))
+    prompt = Prompt(*(torch.randn(1, 512, MICRO.text_dim, generator=gen) for _ in range(2)))
     planned = plan_segment(sampler, WAN_T2V, prompt, (16, 4, 6), seed=0, segment=0, kv_dtype=kv_dtype)
     return populate_segment(sampler, WAN_T2V, prompt, planned.result, seed=0, segment=0, kv_dtype=kv_dtype)
 
@@ -77,7 +77,8 @@ def test_kv_bytes_on_device_equal_the_real_cache_and_staging(monkeypatch):
 
 def test_device_bytes_beyond_weights_is_the_estimators_sampling_share():
     cfg = WAN_CONFIGS["14B"]
-    for kv_cache, kv_dtype, role in (("device", "compute", "segment"), ("cpu", FP8, "populate"), ("cpu", "compute", "plan")):
+    for kv_cache, kv_dtype, role in (("device", "compute", "segment"), ("cpu", FP8, "populate"),
+                                     ("cpu", "compute", "plan")):
         est = estimate_memory(cfg, WAN_T2V, 480, 832, role=role, guidance=5.0,
                               placement=Placement(kv_cache=kv_cache, kv_dtype=kv_dtype))
         got = device_bytes_beyond_weights(cfg, WAN_T2V, 480, 832, role=role, guidance=5.0, kv_cache=kv_cache,
@@ -154,7 +155,8 @@ def test_cli_float8_kv_cache_is_a_plan_setting_and_float8_weights_another_model(
     assert all(torch.equal(x, y) for x, y in zip(_latents(tmp_path / "g.plan"), _latents(tmp_path / "p")))
     assert main(["plan", *args, "--plan-dir", str(tmp_path / "q")]) == 0
     assert not torch.equal(_latents(tmp_path / "q")[0], _latents(tmp_path / "p")[0])
-    assert main(["plan", *args, "--weight-dtype", FP8, "--blocks-on-device", "1", "--plan-dir", str(tmp_path / "w")]) == 0
+    float8_weights = ["--weight-dtype", FP8, "--blocks-on-device", "1"]
+    assert main(["plan", *args, *float8_weights, "--plan-dir", str(tmp_path / "w")]) == 0
     with pytest.raises(SystemExit, match="plan was made with another model"):
         main(["populate", *FAST[:4], "--plan-dir", str(tmp_path / "w")])
     with pytest.raises(SystemExit, match="expected a number of blocks or 'auto'"):

@@ -69,7 +69,10 @@ def resolve_placement(args, cfg, layout, *, nbytes: int, defaults: dict, offload
             raise CLIError(f"--blocks-on-device {args.blocks_on_device!r}: expected a number of blocks or 'auto'")
         if not 0 <= blocks <= cfg.num_layers:
             raise CLIError(f"--blocks-on-device {blocks}: the DiT has {cfg.num_layers} blocks (0..{cfg.num_layers})")
-    get = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else defaults[name]  # noqa: E731
+    def get(name):
+        value = getattr(args, name, None)
+        return defaults[name] if value is None else value
+
     fixed = {"weight_dtype": args.weight_dtype, "kv_dtype": get("kv_dtype"), "text_encoder": args.text_encoder_on,
              "cfg_branches": get("cfg_branches")}
     budget = _budget_gib(args)
