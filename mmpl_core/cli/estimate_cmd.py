@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     rows = [estimate_memory(cfg, layout, height, width, role=role, guidance=args.cfg, nbytes=nbytes,
                             offload_text="text" in offload, offload_vae="vae" in offload, **kwargs)
             for role in ("plan", "populate", "segment")]
-    print(f"\npredicted memory per device (GB = 1e9 bytes)   {'plan only':>10} {'populate':>10} {'both':>10}")
+    print("\neverything on the device (the unconstrained placement):")
+    print(f"predicted memory per device (GB = 1e9 bytes)   {'plan only':>10} {'populate':>10} {'both':>10}")
     lines = [("DiT weights", "weights"), ("KV cache", "kv_cache"), ("text K/V (cross-attention)", "text_kv"),
              ("activations (largest chunk)", "activations"), ("umT5 resident", "text_encoder"),
              ("VAE resident", "vae"), ("sampling phase", "sampling"), ("umT5 encoding phase", "encoding"),

@@ -202,6 +202,7 @@ def wan_forward(
                 if visible:
                     k_ctx, v_ctx = cache.read(layer, visible)
                     k, v = torch.cat([k_ctx.to(k.dtype), k], 1), torch.cat([v_ctx.to(v.dtype), v], 1)
+                    del k_ctx, v_ctx  # a cache in CPU memory: only the copies of two layers stay in flight
             y = attention(q, k, v, token_mask, attention_backend).flatten(2)
             h = _gated_add(h, attn.o(y), gate_sa, grid_t)
 

@@ -140,6 +140,7 @@ class FrameKVCache:
                   for _ in range(2)]
         with self._copies.after_compute():
             for target, storage in zip(staged, (keys, self.values[layer])):
+                self._copies.keep_alive(target)  # a copy dropped unread (stale, or at the end) is not reused early
                 for b in range(keys.shape[0]):
                     for i, slot, n in _runs(slots):
                         _raw(target)[b, i : i + n].copy_(_raw(storage)[b, slot : slot + n], non_blocking=True)
