@@ -163,3 +163,16 @@ def test_cli_float8_kv_cache_is_a_plan_setting_and_float8_weights_another_model(
         main(["plan", *args, "--blocks-on-device", "half", "--plan-dir", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="the demo model stays as it is"):
         main(["plan", "--prompt", "a", "--weight-dtype", FP8, "--plan-dir", str(tmp_path / "y")])
+
+
+def test_cli_wan_folder_with_streamed_blocks_gives_the_same_plan(tmp_path):
+    from wan_tiny import build_parts, write_mmpl_checkpoint, write_original
+
+    folder = write_original(tmp_path / "wan", *build_parts(seed=2))
+    checkpoint, _, _ = write_mmpl_checkpoint(tmp_path / "t2v_tiny.pt")
+    args = ["plan", "--wan", str(folder), "--checkpoint", str(checkpoint), "--prompt", "a red circle", "--segments",
+            "2", "--steps", "1", "--size", "32", "32", "--dtype", "float32"]
+    assert main([*args, "--plan-dir", str(tmp_path / "a")]) == 0
+    placed = ["--kv-cache", "cpu", "--blocks-on-device", "1", "--text-encoder-on", "cpu"]
+    assert main([*args, *placed, "--plan-dir", str(tmp_path / "b")]) == 0
+    assert all(torch.equal(x, y) for x, y in zip(_latents(tmp_path / "a"), _latents(tmp_path / "b")))
