@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pcie-gbps", type=float, default=PCIE_GBPS)
     args = p.parse_args(argv)
-    print(f"| model | device (assumed speed) | placement | `mmpl generate` options | peak (of {'N'} − "
-          f"{RESERVED_GIB:g} GiB) | predicted slowdown | segment, FLOP bound |")
+    print(f"| model | device (assumed speed) | placement | `mmpl generate` options | peak (of N − {RESERVED_GIB:g} GiB) "
+          "| predicted slowdown | segment, FLOP bound |")
     print("|---|---|---|---|---|---|---|")
     for size in ("14B", "1.3B"):
         cfg = WAN_CONFIGS[size]
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             device = replace(typical_device(gib), pcie_gbps=args.pcie_gbps)
             best, _ = choose_placement(cfg, WAN_T2V, HEIGHT, WIDTH, gib, device, steps=STEPS, guidance=GUIDANCE)
             peak = f"{best.peak / GIB:.1f} GiB" + ("" if best.fits else " (does not fit)")
-            print(f"| {size} | {gib} GiB ({device.name}, {device.tflops:g} TFLOP/s) | {describe(best.placement, cfg)} "
-                  f"| `{cli_flags(best.placement, cfg)}` | {peak} | {best.slowdown:.3f}× | {best.flop_seconds:.0f} s |")
+            where = f"{gib} GiB ({device.name}, {device.tflops:g} TFLOP/s)"
+            print(f"| {size} | {where} | {describe(best.placement, cfg)} | `{cli_flags(best.placement, cfg)}` | {peak} "
+                  f"| {best.slowdown:.3f}× | {best.flop_seconds:.0f} s |")
     return 0
 
 
