@@ -67,6 +67,23 @@ def full_length_bridge(vae: WanVAE, first: torch.Tensor, terminal: torch.Tensor,
     return vae.encode(padded)[0, :, :2].float().cpu()
 
 
+@torch.no_grad()
+def reverse_bridge(vae: WanVAE, context: torch.Tensor) -> torch.Tensor:
+    """Hand-off keyframes [C, 2, h, w] whose `vae_bridge` gives back `context` [C, 2, h, w] (a segment's first two
+    latents): the way a loop's last segment ends where the first began.
+
+    `context` decodes to 5 pixel frames p0..p4 and the bridge re-encodes the last pixel of the first hand-off latent
+    plus the 4 of the second, so the first hand-off latent is p0 held for its 4 frames and the second is p1..p4
+    (encoded after a first frame, as mid-video latents).
+    """
+    if context.ndim != 4 or context.shape[1] != 2:
+        raise ValueError(f"reverse bridge needs a segment's first 2 latents [C, 2, h, w], got {tuple(context.shape)}")
+    pixels = vae.decode(context[None].to(vae.device))  # [1, 3, 5, H, W]
+    first = pixels[:, :, :1]
+    clip = torch.cat([first, first.expand(-1, -1, TEMPORAL_STRIDE, -1, -1), pixels[:, :, 1:]], dim=2)
+    return vae.encode(clip.contiguous())[0, :, 1:].float().cpu()
+
+
 def naive_bridge(terminal: torch.Tensor) -> torch.Tensor:
     """Reuse the terminal latents directly as the next segment's first latents (paper Appendix E baseline)."""
     if terminal.ndim != 4 or terminal.shape[1] != 2:

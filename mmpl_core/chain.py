@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .bridge import anchor_colour, naive_bridge, vae_bridge
+from .bridge import anchor_colour, naive_bridge, reverse_bridge, vae_bridge
 from .layout import PLAN
 from .plan import Plan, SegmentPlan
 from .segment import BranchExchange, Prompt, SegmentLatents, SegmentSampler, StepCallback, plan_segment
@@ -41,6 +41,34 @@ def segment_context(plan: Plan, k: int, vae: WanVAE | None) -> torch.Tensor | No
         reference = first.latents[:, list(plan.layout.keyframes)]
         context = anchor_colour(context, reference, plan.settings.color_anchor)
     return context
+
+
+def segment_targets(plan: Plan, k: int, vae: WanVAE | None) -> dict[int, torch.Tensor]:
+    """The keyframes of segment k held while it is planned, frame → latent [C, h, w]: its given targets (a keyframe
+    of an earlier segment is read now), and for the last segment of a loop its hand-off keyframes, which the bridge
+    must turn back into the first segment's starting latents."""
+    held = {}
+    for target in plan.segments[k].targets:
+        if target.latent is not None:
+            held[target.frame] = target.latent
+            continue
+        source, frame = target.source
+        latents = plan.segments[source].latents
+        if latents is None or frame not in latents.known:
+            raise ValueError(f"segment {k}'s target f{target.frame} is keyframe {frame} of segment {source}, which is "
+                             "not planned")
+        held[target.frame] = latents.latents[:, frame]
+    if k == len(plan) - 1 and plan.loop_frames:
+        first, count = plan.segments[0].latents, plan.layout.context_frames
+        if first is None or not set(range(count)) <= first.known:
+            raise ValueError(f"the loop's last segment {k} needs segment 0 to be planned first")
+        start = first.latents[:, :count]
+        if plan.settings.bridge == "vae":
+            if vae is None:
+                raise ValueError("a loop over the VAE bridge needs a VAE")
+            start = reverse_bridge(vae, start)
+        held.update({f: start[:, i] for i, f in enumerate(plan.loop_frames)})
+    return held
 
 
 def _with_context(latents: SegmentLatents, context: torch.Tensor, keyframes) -> SegmentLatents:
@@ -76,7 +104,7 @@ def plan_chain(
         context = segment_context(plan, k, vae)
         tock = time.perf_counter()
         seconds["bridge"] = seconds.get("bridge", 0.0) + tock - tick
-        plan = plan.with_segment(k, plan_one(plan, k, sampler, prompt_of, context, on_step=on_step))
+        plan = plan.with_segment(k, plan_one(plan, k, sampler, prompt_of, context, on_step=on_step, vae=vae))
         seconds["plan"] = seconds.get("plan", 0.0) + time.perf_counter() - tock
         if on_segment is not None:
             on_segment(k, plan)
@@ -92,8 +120,10 @@ def plan_one(
     *,
     on_step: StepCallback | None = None,
     exchange: BranchExchange | None = None,
+    vae: WanVAE | None = None,
 ) -> SegmentPlan:
-    """Segment k (micro) planned from its first latents `context` (`segment_context`).
+    """Segment k (micro) planned from its first latents `context` (`segment_context`), with the keyframes of
+    `segment_targets` held (the VAE turns a loop's start into its last segment's hand-off keyframes).
 
     A locked segment keeps its micro plan under the new context; a re-planned one whose keyframes come out
     unchanged keeps its populated frames. `exchange` shares the guided chunks with a partner device
@@ -108,7 +138,7 @@ def plan_one(
     run = plan_segment(
         sampler, layout, prompt_of(seg.prompt), plan.settings.latent_shape,
         seed=seg.seed, segment=k, context=context, on_step=on_step, split_cfg=split, exchange=exchange,
-        kv_dtype=plan.settings.kv_dtype,
+        kv_dtype=plan.settings.kv_dtype, held=segment_targets(plan, k, vae),
     )
     latents = run.result
     if seg.latents is not None and _same_keyframes(seg.latents, latents, layout.keyframes):

@@ -62,6 +62,25 @@ def keyframe_roles(layout: SegmentLayout) -> dict[int, str]:
     return roles
 
 
+TARGET_ROLES = ("mid", "terminal")
+
+
+def target_frame(layout: SegmentLayout, role: str | int) -> int:
+    """The latent frame a keyframe target of `role` holds: the middle mid keyframe, the last terminal one, or a
+    planned keyframe given by its latent index."""
+    roles = keyframe_roles(layout)
+    planned = [f for f, r in roles.items() if r != "initial"]
+    if isinstance(role, int):
+        if role not in planned:
+            raise ValueError(f"latent {role} is not a planned keyframe of layout {layout.name}; those are {planned}")
+        return role
+    run = [f for f, r in roles.items() if r == role]
+    if role not in TARGET_ROLES or not run:
+        raise ValueError(f"role {role!r}: expected one of {[r for r in TARGET_ROLES if r in roles.values()]} or a "
+                         f"latent index in {planned}")
+    return run[-1] if role == "terminal" else run[len(run) // 2]
+
+
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
     """[3, H, W] in [-1, 1] → uint8 [H, W, 3]."""
     return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

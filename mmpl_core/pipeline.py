@@ -115,11 +115,11 @@ class MMPLPipeline:
             plan, self.sampler(cfg), self.prompt_fn(cfg), segments=segments, on_step=on_step, on_segment=on_segment
         )
 
-    def decode(self, plan: Plan) -> torch.Tensor:
-        return decode_video(plan, self.vae)
+    def decode(self, plan: Plan, fix_joins: int = 0) -> torch.Tensor:
+        return decode_video(plan, self.vae, fix_joins)
 
-    def decode_stream(self, plan: Plan):
-        return decode_stream(plan, self.vae)
+    def decode_stream(self, plan: Plan, fix_joins: int = 0):
+        return decode_stream(plan, self.vae, fix_joins)
 
     def keyframe_images(self, plan: Plan, k: int) -> torch.Tensor:
         """Previews [K, 3, H, W] of segment k's keyframes, in `plan.layout.keyframes` order."""
@@ -144,6 +144,7 @@ class MMPLPipeline:
         populated = populate_segment(
             sampler, self.layout, text, planned.result, seed=settings.seed, segment=segment,
             boundary_weight=settings.boundary_weight, on_step=on_step, kv_dtype=settings.kv_dtype,
+            noise_init=settings.noise_init,
         )
         start = time.perf_counter()
         with torch.no_grad():

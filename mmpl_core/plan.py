@@ -15,6 +15,7 @@ from torch import nn
 
 from .layout import PLAN, SegmentLayout
 from .model.fp8 import STORAGE_DTYPES
+from .noise_init import NOISE_INITS
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
@@ -41,6 +42,10 @@ class GenerationSettings:
     boundary_weight: weight of the neighbouring anchor in the initial noise of a populate group's boundary frames
         (paper Appendix F); 0 = plain noise, which is what the official code effectively does.
     kv_dtype: K/V storage of the KV cache, "compute" or "float8_e4m3fn" (see `KV_DTYPES`).
+    noise_init: the form of that noise init, "official" (edge frames mix in their neighbouring anchor's latent) or
+        "paper" (content frames mix in the noise of the planning frames around them); see `noise_init`.
+    loop: the video ends where it began: the last segment is planned toward the first segment's starting frames
+        (its hand-off keyframes are held to them, through the bridge) and stitching drops the repeated frames.
     """
 
     seed: int = 0
@@ -54,6 +59,8 @@ class GenerationSettings:
     handoff: str = "terminal"
     cfg_branches: str = "batched"
     kv_dtype: str = "compute"
+    noise_init: str = "official"
+    loop: bool = False
 
     def __post_init__(self):
         if self.bridge not in BRIDGES:
@@ -64,6 +71,8 @@ class GenerationSettings:
             raise ValueError(f"cfg_branches must be one of {CFG_BRANCHES}, got {self.cfg_branches!r}")
         if self.kv_dtype not in KV_DTYPES:
             raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {self.kv_dtype!r}")
+        if self.noise_init not in NOISE_INITS:
+            raise ValueError(f"noise_init must be one of {NOISE_INITS}, got {self.noise_init!r}")
         if not 0.0 <= self.color_anchor <= 1.0:
             raise ValueError(f"color_anchor must lie in [0, 1], got {self.color_anchor}")
         if not 0.0 <= self.boundary_weight < 1.0:
@@ -84,16 +93,34 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
+class KeyframeTarget:
+    """A keyframe given rather than planned: latent `frame` of its segment is held to `latent` [C, h, w] while the
+    segment is planned, or (`source` = (segment, frame)) to a keyframe of an earlier segment, read when this one is
+    planned. `label` says where it came from (an image file, "S2 f7"), for plan files and reports."""
+
+    frame: int
+    latent: torch.Tensor | None = None
+    source: tuple[int, int] | None = None
+    label: str = ""
+
+    def __post_init__(self):
+        if (self.latent is None) == (self.source is None):
+            raise ValueError("a keyframe target takes either a latent or a source (segment, frame), not both")
+
+
+@dataclass(frozen=True)
 class SegmentPlan:
     """One segment of a plan. `latents` is None until the segment is planned.
 
     locked: re-planning keeps this segment's micro plan (its context frames still follow the chain).
+    targets: keyframes given for this segment (held while it is planned), in frame order.
     """
 
     prompt: str
     seed: int
     latents: SegmentLatents | None = None
     locked: bool = False
+    targets: tuple[KeyframeTarget, ...] = ()
 
     def status(self, layout: SegmentLayout, required: Sequence[int] | None = None) -> str:
         """empty, partial, planned, or populated (every frame in `required`, default all, is known)."""
@@ -139,6 +166,9 @@ class Plan:
         if settings.handoff == "midpoint" and not layout.midpoint:
             raise ValueError(f"layout {layout.name} has no midpoint keyframe pair; the midpoint handoff (memory mode) "
                              "needs one (use the terminal handoff, throughput mode)")
+        if settings.loop and num_segments < 2:
+            raise ValueError(f"a loop needs at least 2 segments (the last one is planned toward the first), got "
+                             f"{num_segments}")
         segments = tuple(SegmentPlan(p, settings.seed) for p in prompts)
         return cls(layout, settings, segments, model_fingerprint, negative_prompt, image_latent)
 
@@ -210,7 +240,41 @@ class Plan:
         if num_segments < len(self.segments):
             raise ValueError(f"cannot extend a plan of {len(self.segments)} segments to {num_segments}")
         new = tuple(SegmentPlan(prompt, self.settings.seed) for _ in range(num_segments - len(self.segments)))
-        return replace(self, segments=self.segments + new)
+        segments = self.segments
+        if new and self.settings.loop:  # the old last segment was planned toward the loop's start: plan it anew
+            segments = segments[:-1] + (replace(segments[-1], latents=None, locked=False),)
+        return replace(self, segments=segments + new)
+
+    def with_target(self, k: int, target: KeyframeTarget) -> "Plan":
+        """Segment k with keyframe `target` given (replacing one on the same frame). The segment loses its latents:
+        it is planned anew with the target held, and the segments after it follow its new hand-off keyframes."""
+        self._check(k)
+        layout, seg = self.layout, self.segments[k]
+        allowed = [f for f in layout.keyframes if f >= layout.context_frames]
+        if target.frame not in allowed:
+            raise ValueError(f"frame {target.frame} cannot be given as a target; layout {layout.name} plans frames "
+                             f"{allowed} (the ones before come from the bridge or the input image)")
+        if target.latent is not None and tuple(target.latent.shape) != self.settings.latent_shape:
+            raise ValueError(f"a target latent must have shape {self.settings.latent_shape}, got "
+                             f"{tuple(target.latent.shape)}")
+        if target.source is not None and not (0 <= target.source[0] < k and target.source[1] in layout.keyframes):
+            raise ValueError(f"a target of segment {k} can be a keyframe {list(layout.keyframes)} of an earlier "
+                             f"segment (0..{k - 1}), got segment {target.source[0]} frame {target.source[1]}")
+        if k == len(self.segments) - 1 and target.frame in self.loop_frames:
+            raise ValueError(f"frame {target.frame} of the last segment is held to the loop's start; give another frame")
+        targets = sorted([t for t in seg.targets if t.frame != target.frame] + [target], key=lambda t: t.frame)
+        return self.with_segment(k, replace(seg, targets=tuple(targets), latents=None, locked=False))
+
+    @property
+    def loop_frames(self) -> tuple[int, ...]:
+        """The last segment's frames that a loop holds to the first segment's start (none without a loop)."""
+        return self.handoff_frames if self.settings.loop else ()
+
+    def segments_read_by_plan(self, k: int) -> set[int]:
+        """Other segments whose latents planning segment k reads: targets' sources, and the first segment for the
+        last segment of a loop (the previous segment, read through the bridge, is not counted)."""
+        read = {t.source[0] for t in self.segments[k].targets if t.source is not None}
+        return read | ({0} if self.settings.loop and k == len(self.segments) - 1 else set())
 
     def replan_start(self) -> int:
         """Where re-planning this plan must start: the first segment that is not planned (new, re-rolled, new
@@ -263,7 +327,15 @@ def parse_segment_selection(text: str | None, count: int) -> list[int]:
 
 
 def _same_segment(a: SegmentPlan, b: SegmentPlan) -> bool:
-    return (a.prompt, a.seed) == (b.prompt, b.seed) and _same_latents(a.latents, b.latents)
+    return (a.prompt, a.seed) == (b.prompt, b.seed) and _same_latents(a.latents, b.latents) and same_targets(a, b)
+
+
+def same_targets(a: SegmentPlan, b: SegmentPlan) -> bool:
+    """Whether two segments were given the same keyframes."""
+    key = lambda t: (t.frame, t.source, t.label)  # noqa: E731
+    return [key(t) for t in a.targets] == [key(t) for t in b.targets] and all(
+        (x.latent is None) == (y.latent is None) and (x.latent is None or torch.equal(x.latent, y.latent))
+        for x, y in zip(a.targets, b.targets))
 
 
 def _same_latents(a: SegmentLatents | None, b: SegmentLatents | None) -> bool:

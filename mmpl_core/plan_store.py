@@ -1,8 +1,10 @@
-"""Save and load a `Plan` as a folder (format version 3; versions 1 and 2 are read), so long runs can be resumed, inspected and edited.
+"""Save and load a `Plan` as a folder (format version 4; versions 1 to 3 are read), so long runs can be resumed, inspected and edited.
 
 plan.json (written last, atomically) holds settings, prompts, seeds and statuses. Each planned segment k has a file
 segment_<k:03d>.<8 hex>.safetensors: "latents" float32 [C, len(known), h, w] (its known frames, sorted) and "frames"
-int64; I2V adds image.<8 hex>.safetensors ("image_latent"). The hex digits start a sha256 of the file's tensors: a
+int64; I2V adds image.<8 hex>.safetensors ("image_latent"). A segment's given keyframes (targets) are listed in
+plan.json (frame, label, source segment and frame for one taken from an earlier segment); those given as latents are
+in targets_<k:03d>.<8 hex>.safetensors ("latents", "frames"). The hex digits start a sha256 of the file's tensors: a
 changed segment gets a new file, an unchanged one is reused, a file not matching its name is caught on load. A failed
 save leaves the previous plan loadable; a load never modifies the folder and raises `PlanFileError` (naming file,
 field, expected and found) for any problem. One writer per folder at a time.
@@ -25,15 +27,15 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .layout import get_layout
-from .plan import GenerationSettings, Plan, SegmentPlan, required_frames
+from .plan import GenerationSettings, KeyframeTarget, Plan, SegmentPlan, required_frames
 from .sampling import SamplerConfig
 from .segment import SegmentLatents
 
-FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 3, "plan.json"
+FORMAT, FORMAT_VERSION, PLAN_FILE = "mmpl-plan", 4, "plan.json"
 MAX_FILE_BYTES = 4 << 30  # a tensor file larger than this is refused before it is read
 MAX_JSON_BYTES = 64 << 20
 MAX_LAYOUT_FRAMES = 1024  # keeps get_layout("mmpl-t2v-<huge>") from building a gigantic layout
-_TENSOR_FILE = r"(segment_\d{3,}|image)\.[0-9a-f]{8}\.safetensors"  # below: those + temporaries of a killed save
+_TENSOR_FILE = r"(segment_\d{3,}|targets_\d{3,}|image)\.[0-9a-f]{8}\.safetensors"  # below: those + temporaries of a killed save
 _OWN_FILE_RE = re.compile(rf"{_TENSOR_FILE}|\.({_TENSOR_FILE}|plan\.json)\.[a-z0-9_]{{8}}\.tmp", re.ASCII)
 _LAYOUT_RE = re.compile(r"mmpl-(?:t2v|i2v)-(\d+)", re.ASCII)
 _INT_LIMIT = 1 << 63
@@ -45,11 +47,16 @@ _DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
 _SAMPLER = {"solver": "str", "steps": "int", "shift": "float", "guidance": "float"}
 _SETTINGS = {"seed": "int>=0", "height": "int", "width": "int", "bridge": "str", "color_anchor": "float",
              "boundary_weight": "float", "fps": "int", "handoff": "str", "cfg_branches": "str", "kv_dtype": "str",
+             "noise_init": "str", "loop": "bool",
              "sampler": _SAMPLER}
 # Settings added by each format version, with the values that older plan folders were made with.
-_SETTINGS_ADDED = {2: {"handoff": "terminal", "cfg_branches": "batched"}, 3: {"kv_dtype": "compute"}}
-_READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
+_SETTINGS_ADDED = {2: {"handoff": "terminal", "cfg_branches": "batched"}, 3: {"kv_dtype": "compute"},
+                   4: {"noise_init": "official", "loop": False}}
+_SEGMENT_ADDED = {4: {"targets": [], "target_file": None}}  # per segment, as _SETTINGS_ADDED
+_READABLE_VERSIONS = (1, 2, 3, FORMAT_VERSION)
+_TARGET = {"frame": "int", "label": "str", "source": ["int"]}  # source: [] (a latent) or [segment, frame]
 _SEGMENT = {"prompt": "str", "seed": "int>=0", "locked": "bool", "status": "str", "file": "str?",
+            "targets": [_TARGET], "target_file": "str?",
             "known_frames": ["int"]}
 _SCHEMA = {"format": "str", "format_version": "int", "layout": "str", "num_frames": "int", "latent_shape": ["int"],
            "settings": _SETTINGS, "model_fingerprint": "str", "negative_prompt": "str", "image_file": "str?",
@@ -163,7 +170,16 @@ def _plan_doc(plan: Plan) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
         files[image_file] = {"image_latent": image}
     for k, seg in enumerate(plan.segments):
         entry = {"prompt": seg.prompt, "seed": seg.seed, "locked": seg.locked, "status": plan.status(k),
-                 "file": None, "known_frames": []}
+                 "file": None, "known_frames": [], "target_file": None,
+                 "targets": [{"frame": t.frame, "label": t.label, "source": list(t.source or ())} for t in seg.targets]}
+        given = [t for t in seg.targets if t.latent is not None]
+        if given:
+            latents = torch.stack([t.latent.detach().to("cpu", torch.float32) for t in given], dim=1).contiguous()
+            _require(tuple(latents.shape) == (c, len(given), h, w) and torch.isfinite(latents).all(),
+                     f"cannot save: segment {k} target latents must be finite [{c}, {h}, {w}]", ValueError)
+            frames = torch.tensor([t.frame for t in given], dtype=torch.int64)
+            entry["target_file"] = f"targets_{k:03d}.{_digest(latents, frames)}.safetensors"
+            files[entry["target_file"]] = {"latents": latents, "frames": frames}
         if seg.latents is not None:
             known, latents = sorted(seg.latents.known), seg.latents.latents.detach()
             _require(tuple(latents.shape) == (c, n, h, w) and all(type(f) is int and 0 <= f < n for f in known),
@@ -235,6 +251,9 @@ def load_plan(directory, *, expected_fingerprint: str | None = None, expected_la
         for version, added in _SETTINGS_ADDED.items():
             if doc["format_version"] < version:
                 doc["settings"] = {**doc["settings"], **added}
+    for version, added in _SEGMENT_ADDED.items():
+        if doc["format_version"] < version and isinstance(doc.get("segments"), list):
+            doc["segments"] = [{**s, **added} if isinstance(s, dict) else s for s in doc["segments"]]
     _check_schema(doc, _SCHEMA, "<root>", file)
     name, match = doc["layout"], _LAYOUT_RE.fullmatch(doc["layout"])
     try:
@@ -292,10 +311,34 @@ def _load_segment(directory: Path, file: Path, k: int, entry: dict, layout, shap
         full = SegmentLatents.empty(c, layout.num_frames, h, w).latents
         full[:, known] = tensors["latents"]
         latents = SegmentLatents(full, frozenset(known))
-    segment = SegmentPlan(entry["prompt"], entry["seed"], latents, entry["locked"])
+    segment = SegmentPlan(entry["prompt"], entry["seed"], latents, entry["locked"],
+                          _load_targets(directory, where, k, entry, layout, shape))
     status = segment.status(layout, required)
     _require(status == entry["status"], f"{where}.status expected {status!r} (from its frames), found {entry['status']!r}")
     return segment
+
+
+def _load_targets(directory: Path, where: str, k: int, entry: dict, layout, shape) -> tuple[KeyframeTarget, ...]:
+    (c, h, w), targets, name = shape, entry["targets"], entry["target_file"]
+    frames = [t["frame"] for t in targets]
+    _require(frames == sorted(set(frames)) and set(frames) <= set(layout.keyframes) - set(range(layout.context_frames)),
+             f"{where}.targets expected sorted distinct planned keyframes of {layout.name}, found frames {frames}")
+    for i, t in enumerate(targets):
+        source = t["source"]
+        _require(not source or (len(source) == 2 and 0 <= source[0] < k and source[1] in layout.keyframes),
+                 f"{where}.targets[{i}].source expected [] or [an earlier segment, one of its keyframes], found {source}")
+    given = [t["frame"] for t in targets if not t["source"]]
+    latents = None
+    _require((name is None) == (not given), f"{where}.target_file expected {'a file' if given else 'null'} for "
+                                            f"targets given as latents {given}, found {_brief(name)}")
+    if name is not None:
+        tensors = _read_tensors(directory, f"{where}.target_file", name, f"targets_{k:03d}",
+                                {"latents": ("F32", [c, len(given), h, w]), "frames": ("I64", [len(given)])})
+        _require(tensors["frames"].tolist() == given, f"{directory / name}: tensor 'frames' expected {given}, found "
+                                                      f"{tensors['frames'].tolist()}")
+        latents = dict(zip(given, tensors["latents"].unbind(1)))
+    return tuple(KeyframeTarget(t["frame"], None if t["source"] else latents[t["frame"]],
+                                tuple(t["source"]) if t["source"] else None, t["label"]) for t in targets)
 
 
 class PlanStore:

@@ -30,7 +30,7 @@ def populate_one(plan: Plan, k: int, sampler: SegmentSampler, prompt_of: PromptF
     run = populate_segment(
         sampler, plan.layout, prompt_of(seg.prompt), seg.latents, seed=seg.seed, segment=k,
         boundary_weight=plan.settings.boundary_weight, on_step=on_step, frames=plan.required_frames(k),
-        split_cfg=plan.settings.splits_cfg(POPULATE), kv_dtype=plan.settings.kv_dtype,
+        split_cfg=plan.settings.splits_cfg(POPULATE), kv_dtype=plan.settings.kv_dtype, noise_init=plan.settings.noise_init,
     )
     return replace(seg, latents=run.result)
 
@@ -71,14 +71,15 @@ def decode_segment(plan: Plan, k: int, vae: WanVAE) -> torch.Tensor:
     return vae.decode(plan.segments[k].latents.latents[:, frames][None].to(vae.device))[0].float().cpu()
 
 
-def decode_stream(plan: Plan, vae: WanVAE) -> Iterator[torch.Tensor]:
-    """The stitched video's new frames segment by segment ([3, T', H, W] each)."""
-    return stitch_stream(decode_segments(plan, vae), plan.layout)
+def decode_stream(plan: Plan, vae: WanVAE, fix_joins: int = 0) -> Iterator[torch.Tensor]:
+    """The stitched video's new frames segment by segment ([3, T', H, W] each); `fix_joins`: join correction over
+    that many frames (see `stitch_stream`)."""
+    return stitch_stream(decode_segments(plan, vae), plan.layout, loop=plan.settings.loop, fix_joins=fix_joins)
 
 
-def decode_video(plan: Plan, vae: WanVAE) -> torch.Tensor:
-    """The whole stitched video [3, 81 + 76·(S−1), H, W] (for Wan layouts)."""
-    return stitch(decode_segments(plan, vae), plan.layout)
+def decode_video(plan: Plan, vae: WanVAE, fix_joins: int = 0) -> torch.Tensor:
+    """The whole stitched video [3, 81 + 76·(S−1), H, W] (for Wan layouts; 76·S for a loop)."""
+    return stitch(decode_segments(plan, vae), plan.layout, loop=plan.settings.loop, fix_joins=fix_joins)
 
 
 def plan_identity(plan: Plan) -> str:

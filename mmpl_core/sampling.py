@@ -86,11 +86,22 @@ def make_scheduler(cfg: SamplerConfig):
     return sched
 
 
+@dataclass(frozen=True)
+class HeldValues:
+    """Parts of a chunk that are given rather than sampled (replacement sampling): where `mask` (bool, broadcastable
+    to the chunk) is set, the sample is `values` (the chunk's shape) noised to the current σ with the chunk's own
+    noise before every model evaluation, and exactly `values` at the end."""
+
+    mask: torch.Tensor
+    values: torch.Tensor
+
+
 def sample_chunk(
     velocity_fn: VelocityFn,
     noise: torch.Tensor,
     cfg: SamplerConfig,
     callback: Optional[StepCallback] = None,
+    held: Optional[HeldValues] = None,
 ) -> torch.Tensor:
     """Integrate the flow from pure noise to a clean sample with a fresh scheduler.
 
@@ -100,6 +111,8 @@ def sample_chunk(
         noise: ε, any shape (e.g. latents [B, 16, F, H, W]).
         cfg: solver, steps and shift (guidance is the caller's business).
         callback: ``callback(i, steps)`` after step i (0-based) finishes.
+        held: values the sample is held to (replacement sampling): the rest of the chunk is denoised seeing them
+            at the noise level of each step, so it bends toward them; they come out exactly as given.
 
     Returns:
         x0 with noise's shape and dtype. The solver state is kept in float32 whatever noise's dtype.
@@ -107,11 +120,19 @@ def sample_chunk(
     sched = make_scheduler(cfg)
     total = len(sched.timesteps)
     x = noise.to(torch.float32)
+    if held is not None:
+        mask = held.mask.to(noise.device)
+        values, eps = held.values.to(noise.device, torch.float32), noise.to(torch.float32)
     for i, t in enumerate(sched.timesteps):
+        if held is not None:
+            sigma = float(sched.sigmas[i])
+            x = torch.where(mask, (1.0 - sigma) * values + sigma * eps, x)
         v = velocity_fn(x.to(noise.dtype), t.to(device=noise.device, dtype=torch.float32))
         x = sched.step(v.to(torch.float32), t, x, return_dict=False)[0]
         if callback is not None:
             callback(i, total)
+    if held is not None:
+        x = torch.where(mask, values, x)
     return x.to(noise.dtype)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
 
-from .layout import POPULATE, FrameGroup, SegmentLayout
+from .layout import FrameGroup, SegmentLayout
 from .model import FrameKVCache, TextContext, encode_text, model_geometry, wan_forward
 from .model.kv_cache import PLACEMENTS
-from .sampling import SamplerConfig, chunk_noise, sample_chunk
+from .noise_init import initial_noise
+from .sampling import HeldValues, SamplerConfig, chunk_noise, sample_chunk
 
 StepCallback = Callable[[], None]
 
@@ -185,17 +186,25 @@ class SegmentSampler:
         split_cfg: bool = False,
         exchange: BranchExchange | None = None,
         kv_dtype: str = "compute",
+        held: Mapping[int, torch.Tensor] | None = None,
+        noise_init: str = "official",
     ) -> SegmentRun:
         """Denoise `groups` (indices into `layout.groups`) of a segment whose `state.known` frames are final.
 
         Every group to denoise must see only frames that are known or produced earlier in this run. Noise of group g
         comes from `chunk_noise(seed, segment, g)`, so the result is independent of scheduling. `boundary_weight`
-        mixes a populate group's edge frames' noise with their visible temporal neighbour (paper Appendix F).
+        and `noise_init` start populate groups from noise tied to their planning frames (paper Appendix F, see
+        `noise_init`). `held`: frame → latent [C, h, w] of frames given rather than sampled (keyframe targets): their
+        group is denoised with them held at each step's noise level (replacement sampling); they come out as given.
         `split_cfg` evaluates the two guidance branches as separate batch-1 forwards (each with its own KV cache);
         with an `exchange`, this device evaluates only `exchange.branch` and a partner device the other, with
         results bit-identical to `split_cfg` on one device. `kv_dtype`: "compute" or "float8_e4m3fn" K/V storage.
         """
         todo = sorted(set(groups))
+        held = dict(held or {})
+        stray = sorted(set(held) - set(layout.frames_of(todo)))
+        if stray:
+            raise ValueError(f"segment {segment}: held frames {stray} are not among the frames this run denoises")
         for g in todo:
             overlap = set(layout.groups[g].frames) & state.known
             if overlap:
@@ -217,11 +226,12 @@ class SegmentSampler:
             start, forwards = time.perf_counter(), 0
             if denoise:
                 noise = chunk_noise(seed, segment, g, (1, channels, len(group.frames), height, width))
-                if boundary_weight and group.phase == POPULATE:
-                    noise = _boundary_noise(noise, group, run.result.latents, boundary_weight)
+                noise = initial_noise(noise, layout, g, run.result.latents, boundary_weight, noise_init, seed=seed,
+                                      segment=segment)
                 velocity = self._velocity_fn(group.frames, branches, group.sees, exchange)
                 step_done = (lambda i, n: on_step()) if on_step is not None else None
-                clean = sample_chunk(velocity, noise, self.sampler, callback=step_done)
+                clean = sample_chunk(velocity, noise, self.sampler, callback=step_done,
+                                     held=_held_values(group, held, noise))
                 run.result = run.result.with_frames(group.frames, clean[0].cpu())
                 forwards += self.sampler.steps
             if cached:
@@ -245,24 +255,21 @@ class SegmentSampler:
         return frozenset(needed)
 
 
-def boundary_neighbours(group: FrameGroup) -> dict[int, int]:
-    """Edge frames of a group → the visible anchor next to them in time (official: 4←3, 9←10, 13←12, 18←19)."""
-    pairs = {}
-    for f in group.frames:
-        for neighbour in (f - 1, f + 1):
-            if neighbour not in group.frames and neighbour in group.sees:
-                pairs[f] = neighbour
-                break
-    return pairs
-
-
-def _boundary_noise(noise: torch.Tensor, group: FrameGroup, latents: torch.Tensor, weight: float) -> torch.Tensor:
-    """x_init = weight · anchor + (1 − weight) · ε for the group's edge frames (flow matching at σ = 1 − weight)."""
-    noise = noise.clone()
-    for f, anchor in boundary_neighbours(group).items():
-        i = group.frames.index(f)
-        noise[0, :, i] = weight * latents[:, anchor] + (1 - weight) * noise[0, :, i]
-    return noise
+def _held_values(group: FrameGroup, held: Mapping[int, torch.Tensor], noise: torch.Tensor) -> HeldValues | None:
+    """The held frames of `group` as a mask and values over its chunk [1, C, F, h, w] (None if it holds none)."""
+    mine = [i for i, f in enumerate(group.frames) if f in held]
+    if not mine:
+        return None
+    mask = torch.zeros(1, 1, len(group.frames), 1, 1, dtype=torch.bool)
+    values = torch.zeros_like(noise, device="cpu")
+    for i in mine:
+        latent = held[group.frames[i]]
+        if tuple(latent.shape) != tuple(values.shape[1:2] + values.shape[3:]):
+            raise ValueError(f"held frame {group.frames[i]} must be a latent {list(values.shape[1:2] + values.shape[3:])}, "
+                             f"got {list(latent.shape)}")
+        mask[0, 0, i] = True
+        values[0, :, i] = latent.to(values)
+    return HeldValues(mask, values)
 
 
 def plan_segment(
@@ -278,12 +285,13 @@ def plan_segment(
     split_cfg: bool = False,
     exchange: BranchExchange | None = None,
     kv_dtype: str = "compute",
+    held: Mapping[int, torch.Tensor] | None = None,
 ) -> SegmentRun:
     """Micro planning: the layout's plan-phase frames of one segment.
 
     latent_shape: (C, H, W) of a latent frame. context: optional clean latents [C, k, H, W] for the first k frames
-    (k = layout.context_frames from a bridge, or layout.image_frames from an input image). `split_cfg`, `exchange`
-    and `kv_dtype`: see `SegmentSampler.run`.
+    (k = layout.context_frames from a bridge, or layout.image_frames from an input image). `split_cfg`, `exchange`,
+    `kv_dtype` and `held` (keyframe targets): see `SegmentSampler.run`.
     """
     state = SegmentLatents.empty(latent_shape[0], layout.num_frames, latent_shape[1], latent_shape[2])
     if context is not None:
@@ -296,7 +304,7 @@ def plan_segment(
         state = state.with_frames(range(k), context)
     todo = [g for g in layout.plan_groups if not set(layout.groups[g].frames) <= state.known]
     return sampler.run(layout, state, todo, prompt, seed=seed, segment=segment, on_step=on_step, split_cfg=split_cfg,
-                       exchange=exchange, kv_dtype=kv_dtype)
+                       exchange=exchange, kv_dtype=kv_dtype, held=held)
 
 
 def populate_segment(
@@ -314,6 +322,7 @@ def populate_segment(
     split_cfg: bool = False,
     exchange: BranchExchange | None = None,
     kv_dtype: str = "compute",
+    noise_init: str = "official",
 ) -> SegmentRun:
     """Content populating, given a planned segment: `groups` if given, else every group not yet known that produces
     one of `frames` (default: all frames). Resumable: known groups are kept."""
@@ -324,5 +333,5 @@ def populate_segment(
     ]
     return sampler.run(
         layout, planned, todo, prompt, seed=seed, segment=segment, boundary_weight=boundary_weight, on_step=on_step,
-        split_cfg=split_cfg, exchange=exchange, kv_dtype=kv_dtype,
+        split_cfg=split_cfg, exchange=exchange, kv_dtype=kv_dtype, noise_init=noise_init,
     )

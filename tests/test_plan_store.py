@@ -83,7 +83,7 @@ def test_plan_store_round_trip(tmp_path, i2v):
     assert "Bär 🐻".encode() in raw  # prompts stay readable (UTF-8, not \u escapes)
     doc = json.loads(raw)
     assert doc["segments"][3] == {"prompt": PROMPTS[3], "seed": 99, "locked": False, "status": "empty", "file": None,
-                                  "known_frames": []}
+                                  "known_frames": [], "targets": [], "target_file": None}
     save_plan(loaded, tmp_path / "q")  # deterministic: the same plan gives the same bytes
     assert _files(tmp_path / "p") == _files(tmp_path / "q")
 
@@ -92,10 +92,12 @@ def test_plan_store_reads_format_version_2_as_16_bit_kv_cache(tmp_path):
     plan = make_plan(kv_dtype="float8_e4m3fn")
     save_plan(plan, tmp_path / "p")
     doc = json.loads((tmp_path / "p" / PLAN_FILE).read_bytes())
-    assert (doc["format_version"], doc["settings"]["kv_dtype"]) == (3, "float8_e4m3fn")
+    assert (doc["format_version"], doc["settings"]["kv_dtype"]) == (4, "float8_e4m3fn")
     assert load_plan(tmp_path / "p").settings.kv_dtype == "float8_e4m3fn"
     doc["format_version"] = 2  # version 2 had no kv_dtype: K/V were stored in the compute dtype
-    del doc["settings"]["kv_dtype"]
+    del doc["settings"]["kv_dtype"], doc["settings"]["noise_init"], doc["settings"]["loop"]
+    for entry in doc["segments"]:
+        del entry["targets"], entry["target_file"]
     (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
     assert load_plan(tmp_path / "p").settings == dataclasses.replace(plan.settings, kv_dtype="compute")
     with pytest.raises(ValueError, match="kv_dtype must be one of"):
@@ -107,7 +109,10 @@ def test_plan_store_reads_format_version_1_and_midpoint_statuses(tmp_path):
     save_plan(plan, tmp_path / "p")
     doc = json.loads((tmp_path / "p" / PLAN_FILE).read_bytes())
     doc["format_version"] = 1  # version 1 had no handoff / cfg_branches settings: terminal and batched
-    del doc["settings"]["handoff"], doc["settings"]["cfg_branches"]
+    del doc["settings"]["handoff"], doc["settings"]["cfg_branches"], doc["settings"]["kv_dtype"]
+    del doc["settings"]["noise_init"], doc["settings"]["loop"]
+    for entry in doc["segments"]:
+        del entry["targets"], entry["target_file"]
     (tmp_path / "p" / PLAN_FILE).write_text(json.dumps(doc))
     old = load_plan(tmp_path / "p")
     assert (old.settings.handoff, old.settings.cfg_branches, old.settings.kv_dtype) == ("terminal", "batched", "compute")
@@ -311,7 +316,7 @@ def test_plan_store_fuzz_fields(fuzz):
     fuzz.check_doc(lambda d: d.update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d["segments"][0].update(extra=1), must_fail=True)
     fuzz.check_doc(lambda d: d.update(format="other"), must_fail=True)
-    fuzz.check_doc(lambda d: d.update(format_version=4), must_fail=True)
+    fuzz.check_doc(lambda d: d.update(format_version=5), must_fail=True)
     for layout in ("foo", "mmpl-t2v-9", "mmpl-i2v-99999999999999", "mmpl-i2v-13", "wan-i2v", "mmpl-i2v-٩"):
         fuzz.check_doc(lambda d: d.update(layout=layout), must_fail=True)
     fuzz.check_doc(lambda d: d.update(num_frames=10), must_fail=True)

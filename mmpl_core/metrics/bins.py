@@ -14,6 +14,7 @@ class TimeBins:
     bounds: tuple[tuple[int, int], ...]
     fps: float = 16.0
     block: int = 0  # pixel frames per latent frame of the decoder (Wan: 4, the first latent 1); 0 = unknown
+    first_block: int = 1  # the first frame that begins a block (1 after a video's single first frame)
 
     def __post_init__(self):
         if not self.bounds:
@@ -64,7 +65,7 @@ class TimeBins:
         since segments advance by a multiple of 4 frames); empty when `block` is 0."""
         if not self.block:
             return frozenset()
-        return frozenset(range(1, self.num_frames, self.block))
+        return frozenset(range(self.first_block, self.num_frames, self.block))
 
     def __len__(self) -> int:
         return len(self.bounds)

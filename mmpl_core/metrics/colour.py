@@ -41,6 +41,22 @@ def colour_drift(frames: np.ndarray, bins: TimeBins) -> dict[str, np.ndarray]:
     return {"delta_e": np.asarray(delta_e, np.float64), "hist_emd": hist_emd, "mean_lab": means}
 
 
+def join_colour_steps(frames: np.ndarray, bins: TimeBins, window: int = 4) -> np.ndarray:
+    """At each join of `bins`: the CIEDE2000 distance between the mean Lab colours of the `window` frames before it
+    and the `window` frames after it (the colour step a viewer sees at the join) → [joins]."""
+    check_frames(frames, bins)
+    skimage_color = require("skimage.color")
+    if window < 1:
+        raise ValueError(f"window must be >= 1 frame, got {window}")
+    steps = []
+    for j in bins.joins:
+        lab = to_lab(frames[max(j - window, 0):j + window])
+        split = min(window, j)
+        before, after = lab[:split].reshape(-1, 3).mean(0), lab[split:].reshape(-1, 3).mean(0)
+        steps.append(float(skimage_color.deltaE_ciede2000(before, after)))
+    return np.asarray(steps, dtype=np.float64)
+
+
 def frame_sharpness(frames: np.ndarray) -> np.ndarray:
     """Per frame [T]: variance of the Laplacian of the grey frame divided by its mean grey level squared.
 

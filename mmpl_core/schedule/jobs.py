@@ -72,7 +72,7 @@ class Engine:
         out = JobResult(task.name, 0.0)
         if task.kind == PLAN:
             out.segment = plan_one(plan, k, sampler, job.prompts.__getitem__, job.context, on_step=on_step,
-                                   exchange=exchange)
+                                   exchange=exchange, vae=self.pipe.vae)
             out.cache_bytes = _plan_cache_bytes(sampler)
         elif task.kind == BRIDGE:
             out.context = segment_context(plan, k + 1, self.pipe.vae)
@@ -82,6 +82,7 @@ class Engine:
                 sampler, plan.layout, job.prompts[seg.prompt], seg.latents, seed=seg.seed, segment=k,
                 boundary_weight=plan.settings.boundary_weight, on_step=on_step, groups=task.groups,
                 split_cfg=plan.settings.splits_cfg(POPULATE), exchange=exchange, kv_dtype=plan.settings.kv_dtype,
+                noise_init=plan.settings.noise_init,
             )
             out.segment, out.cache_bytes = replace(seg, latents=run.result), run.cache_bytes
         elif task.kind == DECODE:

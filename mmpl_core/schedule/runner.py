@@ -134,7 +134,7 @@ class _Coordinator:
 
     def _start(self, task: Task, workers: tuple[int, ...]) -> None:
         k, plan = task.segment, self.plan
-        keep = {k} | ({0} if task.kind == BRIDGE else set())
+        keep = {k} | ({0} if task.kind == BRIDGE else plan.segments_read_by_plan(k) if task.kind == PLAN else set())
         prompts = {plan.segments[k].prompt: self.prompt_of(plan.segments[k].prompt)}
         context = None
         if task.kind == PLAN:
