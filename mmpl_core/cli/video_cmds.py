@@ -10,6 +10,9 @@ import numpy as np
 from .common import CLIError, add_model_args, add_sampler_args, build_pipeline, read_image, sampler_config
 from .placement_args import add_kv_dtype_arg
 from .schedule_args import add_schedule_args, check_schedule_args, make_pool, uses_workers
+from .target_args import (
+    add_fix_joins_arg, add_loop_target_args, parse_keyframes, report_joins, same_keyframes, with_keyframes,
+)
 
 
 def register(sub) -> None:
@@ -30,11 +33,13 @@ def register(sub) -> None:
         p.add_argument("--color-anchor", type=float, default=0.0, help="0 (off) … 1: hold colours near segment 1's")
         p.add_argument("--boundary-weight", type=float, default=0.0, help="paper Appendix F noise init weight")
         add_kv_dtype_arg(p)
+        add_loop_target_args(p)
         p.add_argument("--plan-dir", type=Path, help="plan folder (default: next to --out, or ./plan)")
         add_schedule_args(p, workers=name == "generate")
         if name == "generate":
             p.add_argument("--out", type=Path, required=True, help="the mp4 to write")
             p.add_argument("--gif", type=Path, help="also write the video as an animated GIF (e.g. for a README)")
+            add_fix_joins_arg(p)
         else:
             p.add_argument("--out", type=Path, help="optional: where --plan-dir defaults from")
         p.set_defaults(func=func)
@@ -44,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--plan-dir", type=Path, required=True)
     p.add_argument("--segments", help="1-based segment numbers to populate, e.g. 2,3 (default: all)")
     p.add_argument("--out", type=Path, help="the mp4 to write once every segment is populated")
+    add_fix_joins_arg(p)
     p.set_defaults(func=run_populate)
 
     p = sub.add_parser("edit", help="edit a plan (replace a keyframe, lock, re-roll, change a prompt) and re-plan")
@@ -75,6 +81,7 @@ def _settings(args):
             seed=args.seed, height=args.size[0], width=args.size[1], sampler=sampler_config(args), fps=args.fps,
             bridge=args.bridge, color_anchor=args.color_anchor, boundary_weight=args.boundary_weight,
             handoff=MODES[args.mode], cfg_branches=args.cfg_branches, kv_dtype=args.kv_dtype,
+            noise_init=args.noise_init, loop=args.loop,
         )
     except ValueError as err:
         raise CLIError(str(err)) from err
@@ -103,7 +110,7 @@ def _open_plan(args, pipe, store):
         plan = _load(store, pipe)
         same = plan.settings == settings and len(plan) == args.segments and (
             [s.prompt for s in plan.segments] == (args.prompt * args.segments if len(args.prompt) == 1 else args.prompt)
-        )
+        ) and same_keyframes(plan, parse_keyframes(args.keyframe, plan, pipe.vae))
         if not same:
             raise CLIError(f"{store.directory} holds another plan (settings, prompts or segment count differ); "
                            "choose another --plan-dir, or use `mmpl populate` / `mmpl edit` on it")
@@ -111,9 +118,10 @@ def _open_plan(args, pipe, store):
         return plan
     image = read_image(args.image, settings.height, settings.width) if args.image else None
     try:
-        return pipe.new_plan(args.prompt, args.segments, settings, image)
+        plan = pipe.new_plan(args.prompt, args.segments, settings, image)
     except ValueError as err:
         raise CLIError(str(err)) from err
+    return with_keyframes(plan, parse_keyframes(args.keyframe, plan, pipe.vae))
 
 
 def _plan_phase(args, pipe, store, seconds):
@@ -135,8 +143,10 @@ def _write_contact_sheet(pipe, plan, path: Path) -> Path:
                                    handoff=plan.settings.handoff), path)
 
 
-def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seconds=None, gif: Path | None = None):
-    from ..video_io import to_uint8_frames, write_mp4
+def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seconds=None, gif: Path | None = None,
+                        fix_joins: int = 0):
+    from ..populate import decode_segments
+    from ..video_io import to_uint8_frames
 
     seconds = {} if seconds is None else seconds
     todo = [k for k in (segments if segments is not None else range(len(plan))) if plan.statuses()[k] != "populated"]
@@ -147,15 +157,9 @@ def _populate_and_write(pipe, plan, store, out: Path | None, segments=None, seco
     if out is None or any(s != "populated" for s in plan.statuses()):
         return plan
     start = time.perf_counter()
-    frames = [to_uint8_frames(part) for part in pipe.decode_stream(plan)]
+    parts = dict(enumerate(to_uint8_frames(part) for part in decode_segments(plan, pipe.vae)))
     seconds["decode"] = time.perf_counter() - start
-    video = np.concatenate(frames)
-    write_mp4(video, out, fps=plan.settings.fps)
-    print(f"wrote {out}: {len(video)} frames, {len(video) / plan.settings.fps:.1f} s at {plan.settings.fps} fps")
-    if gif is not None:
-        from ..video_io import write_gif
-
-        print(f"wrote {write_gif(video, gif, fps=plan.settings.fps)}")
+    _write_video(plan, parts, out, gif, fix_joins, store.directory)
     return plan
 
 
@@ -204,7 +208,7 @@ def run_generate(args) -> int:
     plan = result.plan
     store.save(plan)
     print(f"wrote {_write_contact_sheet(pipe, plan, args.out.with_suffix('.keyframes.png'))}")
-    _write_video(plan, result.videos, args.out, args.gif)
+    _write_video(plan, result.videos, args.out, args.gif, args.fix_joins, store.directory)
     report = result.report
     print(f"scheduled {len(graph)} tasks on {report.workers} worker(s), policy {report.policy}; "
           f"makespan {report.makespan:.1f} s" + (f"; retried: {', '.join(report.retries)}" if report.retries else ""))
@@ -212,20 +216,24 @@ def run_generate(args) -> int:
     return 0
 
 
-def _write_video(plan, videos: dict, out: Path, gif: Path | None) -> None:
+def _write_video(plan, videos: dict, out: Path, gif: Path | None, fix_joins: int, plan_dir: Path) -> None:
     """Stitch decoded segments (uint8 [T, H, W, 3] each) in order, dropping the frames each shares with the one
-    before, and write the mp4 (and the GIF)."""
-    from ..stitch import overlap_pixel_frames
+    before (and, in a loop, the last one's repeat of the first), write the mp4 (and the GIF), and report the joins."""
+    import torch
+
+    from ..stitch import stitch_stream
     from ..video_io import write_mp4
 
-    overlap = overlap_pixel_frames(plan.layout)
-    video = np.concatenate([videos[k] if k == 0 else videos[k][overlap:] for k in range(len(plan))])
+    views = (torch.from_numpy(videos[k]).permute(3, 0, 1, 2) for k in range(len(plan)))
+    parts = stitch_stream(views, plan.layout, loop=plan.settings.loop, fix_joins=fix_joins)
+    video = np.concatenate([part.permute(1, 2, 3, 0).numpy() for part in parts])
     write_mp4(video, out, fps=plan.settings.fps)
     print(f"wrote {out}: {len(video)} frames, {len(video) / plan.settings.fps:.1f} s at {plan.settings.fps} fps")
     if gif is not None:
         from ..video_io import write_gif
 
         print(f"wrote {write_gif(video, gif, fps=plan.settings.fps)}")
+    report_joins(plan, video, plan_dir, fix_joins)
 
 
 @_interruptible
@@ -254,7 +262,8 @@ def run_populate(args) -> int:
     pipe, store = build_pipeline(args), _store(args)
     plan = _load(store, pipe)
     seconds: dict[str, float] = {}
-    _populate_and_write(pipe, plan, store, args.out, _segment_numbers(args.segments, len(plan)), seconds)
+    _populate_and_write(pipe, plan, store, args.out, _segment_numbers(args.segments, len(plan)), seconds,
+                        fix_joins=args.fix_joins)
     _report(seconds, time.perf_counter() - t0)
     return 0
 
