@@ -65,31 +65,28 @@ def segment_bounds(layout: SegmentLayout, num_segments: int, handoff: str = "ter
 
 def join_report(frames: np.ndarray, layout: SegmentLayout, num_segments: int, *, handoff: str = "terminal",
                 loop: bool = False, fps: float = 16.0, thresholds: JoinThresholds = JoinThresholds()) -> list[JoinScore]:
-    """Scores of every join of a stitched video, uint8 [T, H, W, 3] (plus the way back from the end, for a loop)."""
+    """Scores of every join of a stitched video, uint8 [T, H, W, 3] (plus the way back from the end, for a loop).
+
+    Each join is scored on the frames of its two segments alone (the seam's medians only look there), so memory
+    stays two segments' worth whatever the length."""
     from .metrics.bins import TimeBins, check_frames
     from .metrics.colour import join_colour_steps
     from .metrics.temporal import seams
 
     bounds = segment_bounds(layout, num_segments, handoff, loop)
     check_frames(frames, TimeBins(tuple(bounds), fps))
-    parts = []
-    if num_segments > 1:
-        parts.append((TimeBins(tuple(bounds), fps, block=TEMPORAL_STRIDE), frames, list(range(num_segments - 1))))
-    if loop:
-        # The way back as an ordinary join: the last segment's frames, then the first's. Stitched segments start on a
-        # block boundary one frame after a multiple of 4 and keep 4k + 1 frames, so here blocks start at 0, 4, 8, …
-        (start, stop), (_, first) = bounds[-1], bounds[0]
-        wrap = np.concatenate([frames[start:stop], frames[:first]])
-        bins = TimeBins(((0, stop - start), (stop - start, len(wrap))), fps, block=TEMPORAL_STRIDE, first_block=0)
-        parts.append((bins, wrap, [num_segments - 1]))
+    pairs = [(k, k + 1) for k in range(num_segments - 1)] + ([(num_segments - 1, 0)] if loop else [])
     scores = []
-    for bins, video, befores in parts:
-        seam, steps = seams(video, bins), join_colour_steps(video, bins, TEMPORAL_STRIDE)
-        for i, before in enumerate(befores):
-            after = (before + 1) % num_segments
-            values = float(seam["score"][i]), float(seam["block_score"][i]), float(steps[i])
-            flagged = values[1] > thresholds.seam or values[2] > thresholds.colour_step
-            scores.append(JoinScore(before, after, bounds[after][0], *values, flagged=bool(flagged)))
+    for before, after in pairs:
+        (a, b), (c, d) = bounds[before], bounds[after]
+        video = np.concatenate([frames[a:b], frames[c:d]])
+        # Stitched segments after the first start on a block boundary one frame past a multiple of 4 and keep 4k + 1
+        # frames (a loop's last keeps 4k - 1), so blocks start at 0, 4, 8, … unless the first segment comes first.
+        bins = TimeBins(((0, b - a), (b - a, len(video))), fps, block=TEMPORAL_STRIDE, first_block=1 if a == 0 else 0)
+        seam, step = seams(video, bins), float(join_colour_steps(video, bins, TEMPORAL_STRIDE)[0])
+        values = float(seam["score"][0]), float(seam["block_score"][0]), step
+        flagged = values[1] > thresholds.seam or values[2] > thresholds.colour_step
+        scores.append(JoinScore(before, after, c, *values, flagged=bool(flagged)))
     return scores
 
 

@@ -257,3 +257,17 @@ def test_plan_is_equal_only_with_the_same_targets(micro):
     assert isinstance(one, Plan) and one.changed_segments(plan) == [1]
     assert one.changed_segments(plan.with_target(1, KeyframeTarget(8, torch.zeros(16, 4, 4)))) == []
     assert one.changed_segments(plan.with_target(1, KeyframeTarget(8, torch.ones(16, 4, 4)))) == [1]
+
+
+def test_join_report_seams_are_the_quality_benchmarks():
+    from mmpl_core.joins import join_report
+    from mmpl_core.metrics.bins import TimeBins
+    from mmpl_core.metrics.temporal import seams
+
+    layout = get_layout("mmpl-t2v-13")
+    video = np.random.default_rng(0).integers(0, 255, (stitched_frame_count(layout, 4), 16, 16, 3), dtype=np.uint8)
+    whole = seams(video, TimeBins.segments(layout, 4))  # what `mmpl bench quality` computes
+    scores = join_report(video, layout, 4)
+    assert np.allclose([s.seam for s in scores], whole["score"])
+    assert np.allclose([s.seam_block for s in scores], whole["block_score"])
+    assert [s.frame for s in scores] == list(TimeBins.segments(layout, 4).joins)
