@@ -4,11 +4,15 @@ workflow reproduces the edits) and `apply_edits` replays onto a plan.
     {"edits": [{"op": "lock", "segment": 0},
                {"op": "reroll", "segment": 2, "seed": 1234},
                {"op": "prompt", "segment": 3, "text": "a red circle bounces"},
-               {"op": "replace", "segment": 1, "frame": 10, "image": 0}]}
+               {"op": "replace", "segment": 1, "frame": 10, "image": 0},
+               {"op": "target", "segment": 2, "role": "terminal", "image": 1},
+               {"op": "target", "segment": 3, "role": "mid", "from": [0, 11]}]}
 
 Segments are 0-based; `frame` is a latent index that must be one of the layout's keyframes; `image` indexes the
-images handed to `apply_edits` (or `"file"` names one, resolved by the front end). Re-planning after edits starts at
-`Plan.replan_start()`: segments before the first edit stay bit-identical.
+images handed to `apply_edits` (or `"file"` names one, resolved by the front end). "replace" swaps a planned keyframe
+and keeps the rest of the segment's plan; "target" gives a keyframe (`role` mid or terminal, or `frame`) from an image
+or `from` [segment, frame] of an earlier segment, and the segment is planned anew with it held. Re-planning after
+edits starts at `Plan.replan_start()`: segments before the first edit stay bit-identical.
 """
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .plan import Plan
+from .keyframes import target_frame
+from .plan import KeyframeTarget, Plan
 
-OPS = ("lock", "unlock", "reroll", "prompt", "replace")
+OPS = ("lock", "unlock", "reroll", "prompt", "replace", "target")
 
 
 class EditError(ValueError):
@@ -35,6 +40,8 @@ class Edit:
     text: str | None = None
     frame: int | None = None
     image: int | str | None = None  # an index into the supplied images, or a file name the front end resolves
+    role: str | None = None  # a target's keyframe by role (mid, terminal) instead of `frame`
+    source: tuple[int, int] | None = None  # a target taken from keyframe (segment, frame) of an earlier segment
 
 
 def _field(entry: dict, name: str, kind, where: str, required: bool = True):
@@ -67,12 +74,18 @@ def parse_edits(text: str) -> list[Edit]:
             raise EditError(f"{where}: expected an object with 'op' in {OPS}, got {entry!r}")
         op = entry["op"]
         segment = _field(entry, "segment", int, where)
+        source = _field(entry, "from", list, where, required=False)
+        if source is not None and (len(source) != 2 or not all(type(v) is int for v in source)):
+            raise EditError(f"{where}: 'from' must be [segment, frame] (two ints), got {source!r}")
+        target = op == "target"
         edits.append(Edit(
             op, segment,
             seed=_field(entry, "seed", int, where, required=op == "reroll"),
             text=_field(entry, "text", str, where, required=op == "prompt"),
-            frame=_field(entry, "frame", int, where, required=op == "replace"),
-            image=_field(entry, "image", (int, str), where, required=op == "replace"),
+            frame=_field(entry, "frame", int, where, required=op == "replace" or (target and "role" not in entry)),
+            image=_field(entry, "image", (int, str), where, required=op == "replace" or (target and source is None)),
+            role=_field(entry, "role", str, where, required=False),
+            source=None if source is None else tuple(source),
         ))
     return edits
 
@@ -105,6 +118,8 @@ def apply_edits(
             elif edit.op == "prompt":
                 name = encode_prompt(edit.text) if encode_prompt is not None else edit.text
                 plan = plan.with_prompt(edit.segment, name)
+            elif edit.op == "target":
+                plan = plan.with_target(edit.segment, _target(plan, edit, encode_image))
             else:
                 if encode_image is None:
                     raise EditError("replacing a keyframe needs images (and a VAE to encode them)")
@@ -116,3 +131,13 @@ def apply_edits(
         except (ValueError, IndexError) as err:
             raise EditError(f"{where}: {err}") from err
     return plan
+
+
+def _target(plan: Plan, edit: Edit, encode_image) -> KeyframeTarget:
+    frame = target_frame(plan.layout, edit.role if edit.role is not None else edit.frame)
+    if edit.source is not None:
+        return KeyframeTarget(frame, source=edit.source, label=f"S{edit.source[0] + 1} f{edit.source[1]}")
+    if encode_image is None:
+        raise EditError("a target from an image needs images (and a VAE to encode them)")
+    return KeyframeTarget(frame, encode_image(edit.image, frame),
+                          label=f"image {edit.image}" if isinstance(edit.image, int) else edit.image)

@@ -271,3 +271,24 @@ def test_join_report_seams_are_the_quality_benchmarks():
     assert np.allclose([s.seam for s in scores], whole["score"])
     assert np.allclose([s.seam_block for s in scores], whole["block_score"])
     assert [s.frame for s in scores] == list(TimeBins.segments(layout, 4).joins)
+
+
+def test_target_edits_from_the_keyframe_editor(micro):
+    from mmpl_core.edits import EditError, apply_edits, parse_edits
+
+    plan = micro.plan(micro.new_plan(["a"], 3, SETTINGS))
+    latent = torch.randn(16, 4, 4)
+    edits = parse_edits(json.dumps({"edits": [{"op": "target", "segment": 1, "role": "terminal", "image": 0},
+                                              {"op": "target", "segment": 2, "role": "mid", "from": [0, 4]}]}))
+    edited = apply_edits(plan, edits, encode_image=lambda ref, frame: latent)
+    assert edited.replan_start() == 1 and edited.segments[0] == plan.segments[0]
+    (t1,), (t2,) = edited.segments[1].targets, edited.segments[2].targets
+    assert (t1.frame, t1.label, t2.frame, t2.source, t2.label) == (8, "image 0", 4, (0, 4), "S1 f4")
+    replanned = micro.plan(edited, start=edited.replan_start())
+    assert torch.equal(replanned.segments[1].latents.latents[:, 8], latent)
+    for bad, message in (({"op": "target", "segment": 1, "role": "mid"}, "'target' needs 'image'"),
+                         ({"op": "target", "segment": 1, "image": 0}, "'target' needs 'frame'"),
+                         ({"op": "target", "segment": 1, "role": "mid", "from": [0]}, "'from' must be \\[segment, frame\\]"),
+                         ({"op": "target", "segment": 1, "role": "early", "image": 0}, "role 'early'")):
+        with pytest.raises(EditError, match=message):
+            apply_edits(plan, parse_edits(json.dumps([bad])), encode_image=lambda ref, frame: latent)
