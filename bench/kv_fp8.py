@@ -1,5 +1,6 @@
 """What 8-bit K/V storage costs: the embedded demo model with a float8 (e4m3) KV cache against the same runs with the
-cache in the compute dtype, on the quality benchmark's prompts, seeds and metrics.
+cache in the compute dtype (float32 for the demo on the CPU; bf16 for Wan on a GPU), on the quality benchmark's
+prompts, seeds and metrics.
 
     PYTHONPATH=. .venv/bin/python bench/kv_fp8.py [--prompts 3] [--segments 12] [--steps N]
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# float8 K/V on the demo model ({bundle.layout}, {bundle.size}x{bundle.size}, "
           f"{config.steps or bundle.steps} steps, CFG {bundle.guidance:g}): {config.prompts} prompts x "
           f"{config.segments} segments, fingerprint {source.pipeline(GENERATORS['mmpl']).fingerprint}\n")
-    print("| metric | 16-bit (compute dtype) K/V | float8 K/V |")
+    compute = str(source.pipeline(GENERATORS["mmpl"]).dtype).removeprefix("torch.")
+    print(f"| metric | K/V in the compute dtype ({compute}) | float8 K/V |")
     print("|---|---|---|")
     for label, key in SUMMARY:
         print(f"| {label} | {summaries['compute'][key]:.3f} | {summaries['float8_e4m3fn'][key]:.3f} |")
