@@ -14,6 +14,42 @@ def register(sub) -> None:
                                          "models, scored by weight-free metrics per segment")
     add_quality_args(p)
     p.set_defaults(func=run_quality_command)
+    p = kinds.add_parser("joins", help="loop seams, the main command's join scores, join correction and the Appendix F "
+                                       "noise init forms, on the quality benchmark's protocol")
+    add_joins_args(p)
+    p.set_defaults(func=run_joins_command)
+
+
+def add_joins_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", type=int, default=5, help="synthetic-world prompts (as the quality benchmark)")
+    p.add_argument("--segments", type=int, default=12, help="segments per video")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the demo model's)")
+    p.add_argument("--scene-seed", type=int, default=100)
+    p.add_argument("--out", type=Path, default=Path("bench/results/joins.json"), help="the result JSON")
+    p.add_argument("--cache-dir", type=Path, default=Path("build/quality/videos"), help="cache of generated videos "
+                   "(shared with the quality benchmark)")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the CPU is shared)")
+
+
+def run_joins_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..metrics.join_bench import VARIANTS, run_joins
+    from ..metrics.protocol import BenchConfig
+
+    if args.threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    try:
+        config = BenchConfig(prompts=args.prompts, segments=args.segments, steps=args.steps,
+                             scene_seed=args.scene_seed, generators=(*VARIANTS, "mmpl_loop"))
+        result = run_joins(config, cache_dir=None if args.no_cache else args.cache_dir, out=args.out)
+    except (ImportError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    print(result["tables"])
+    print(f"wrote {args.out}; {result['seconds']:.0f} s; models: {result['config']['models']}")
+    return 0
 
 
 def add_quality_args(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ class Generator:
     """One way of making a long video. model: "mmpl" / "ar" (demo bundle entries) or WORLD.
 
     ablation: "" (the model's own layout), "no-early" or "no-mid" (paper Table 3 layouts over the same weights:
-    inference only, the paper re-trains for each). bridge / color_anchor: as in `GenerationSettings`.
+    inference only, the paper re-trains for each). bridge / color_anchor / boundary_weight / noise_init / loop: as in
+    `GenerationSettings`; fix_joins: join correction over that many frames when stitching (`stitch_stream`).
     """
 
     name: str
@@ -34,6 +35,10 @@ class Generator:
     ablation: str = ""
     bridge: str = "vae"
     color_anchor: float = 0.0
+    boundary_weight: float = 0.0
+    noise_init: str = "official"
+    loop: bool = False
+    fix_joins: int = 0
 
 
 GENERATORS: dict[str, Generator] = {g.name: g for g in (
@@ -45,8 +50,16 @@ GENERATORS: dict[str, Generator] = {g.name: g for g in (
     Generator("ar", "AR baseline (sliding window)", "ar"),
     Generator("ar_anchor", "AR baseline + colour anchor 1.0", "ar", color_anchor=1.0),
     Generator(WORLD, "rendered world (reference)", WORLD),
+    # the join benchmark's variants (issue 19; `mmpl bench joins`), not part of the default quality run
+    Generator("mmpl_fix_joins", "MMPL + join correction (8 frames)", "mmpl", fix_joins=8),
+    Generator("mmpl_init_official", "MMPL + App. F init, official form, 0.5", "mmpl", boundary_weight=0.5),
+    Generator("mmpl_init_paper", "MMPL + App. F init, paper form, 0.5", "mmpl", boundary_weight=0.5,
+              noise_init="paper"),
+    Generator("mmpl_init_paper_full", "MMPL + App. F init, paper form, 0.9", "mmpl", boundary_weight=0.9,
+              noise_init="paper"),
+    Generator("mmpl_loop", "MMPL, planned loop", "mmpl", loop=True),
 )}
-DEFAULT_GENERATORS = tuple(GENERATORS)
+DEFAULT_GENERATORS = ("mmpl", "mmpl_no_early", "mmpl_no_mid", "mmpl_naive", "mmpl_anchor", "ar", "ar_anchor", WORLD)
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,9 @@ class VideoSource:
         b = self.bundle("mmpl" if generator.model == WORLD else generator.model)
         sampler = SamplerConfig(steps=self.config.steps or b.steps, shift=b.shift, guidance=b.guidance)
         return GenerationSettings(seed=seed, height=b.size, width=b.size, sampler=sampler,
-                                  bridge=generator.bridge, color_anchor=generator.color_anchor)
+                                  bridge=generator.bridge, color_anchor=generator.color_anchor,
+                                  boundary_weight=generator.boundary_weight, noise_init=generator.noise_init,
+                                  loop=generator.loop)
 
     def cache_key(self, generator: Generator, index: int) -> str:
         scene = self.config.scenes()[index]
@@ -178,7 +193,7 @@ class VideoSource:
         plan = pipe.new_plan([scene_prompt(self.config.scenes()[index])], self.config.segments,
                              self.settings(generator, index))
         plan = pipe.populate(pipe.plan(plan))
-        return np.concatenate([to_uint8_frames(part) for part in pipe.decode_stream(plan)])
+        return np.concatenate([to_uint8_frames(part) for part in pipe.decode_stream(plan, generator.fix_joins)])
 
 
 def run_videos(source: VideoSource, generators: Sequence[Generator], consume, progress: bool = True) -> None:
