@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/readme_media.py [--out docs] [--threads 1]
 
-- docs/loop.gif: a planned loop of 3 segments (the main command's prompt, seed 0), 2× upscaled; the GIF repeats
+- docs/loop.gif: a planned loop of 3 segments (the prompt of `bash scripts/demo.sh`, seed 0), 2× upscaled; the GIF repeats
   forever, and its last frame runs on into its first. The same as
   `mmpl generate --prompt "..." --segments 3 --loop --out loop.mp4`.
 - docs/keyframe_targets.png: segment 2's keyframes planned freely, then with its terminal keyframe given as an
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-PROMPT = "two objects: a red circle and a yellow square bounce over a blue to black gradient"
+from mmpl_core.metrics.join_bench import main_command_prompt
+
 SCALE = 2
 
 
@@ -65,7 +66,7 @@ def keyframe_figure(pipe, settings, out: Path) -> None:
 
     layout, image = pipe.layout, target_image()
     frame = target_frame(layout, "terminal")
-    free = pipe.plan(pipe.new_plan([PROMPT], 3, settings))
+    free = pipe.plan(pipe.new_plan([main_command_prompt()], 3, settings))
     given = free.with_target(1, KeyframeTarget(frame, encode_keyframe_image(pipe.vae, image, frame), label="target.png"))
     held = pipe.plan(given, start=1)
     frames = layout.keyframes
@@ -92,7 +93,8 @@ def loop_gif(pipe, settings, out: Path) -> None:
     from mmpl_core.joins import format_join_report, join_report
     from mmpl_core.video_io import to_uint8_frames, write_gif
 
-    plan = pipe.populate(pipe.plan(pipe.new_plan([PROMPT], 3, dataclasses.replace(settings, loop=True))))
+    looped = dataclasses.replace(settings, loop=True)
+    plan = pipe.populate(pipe.plan(pipe.new_plan([main_command_prompt()], 3, looped)))
     video = to_uint8_frames(pipe.decode(plan))
     print(format_join_report(join_report(video, plan.layout, len(plan), loop=True)))
     print(f"wrote {write_gif(video, out / 'loop.gif', fps=settings.fps, scale=SCALE)}: {len(video)} frames")

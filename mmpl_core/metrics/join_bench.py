@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .protocol import GENERATORS, BenchConfig, VideoSource
 
 # The variants compared with plain MMPL (today's defaults: no join correction, no noise init).
 VARIANTS = ("mmpl", "mmpl_fix_joins", "mmpl_init_official", "mmpl_init_paper", "mmpl_init_paper_full")
-# scripts/demo.sh's prompt: the main command's video (12 segments, seed 0, the demo model's sampler settings).
+# scripts/demo.sh's prompt when that script is not at hand (an installed package): the main command's video.
 MAIN_PROMPT = "two objects: a red circle and a yellow square bounce over a blue to black gradient"
 COLUMNS = (("seam", "seam ↓"), ("seam_block", "seam vs latent bound. ↓"), ("colour_step", "join ΔE₀₀ step ↓"),
            ("colour_step_max", "largest join step ↓"), ("delta_e_last", "ΔE₀₀ vs S1 @last ↓"),
@@ -48,17 +49,24 @@ def _mean_rows(rows: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def main_command_prompt() -> str:
+    """The prompt of the main command, `bash scripts/demo.sh` (read from the script in a checkout)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "demo.sh"
+    match = re.search(r'generate --prompt "([^"]+)"', script.read_text()) if script.is_file() else None
+    return match[1] if match else MAIN_PROMPT
+
+
 def main_video(source: VideoSource, segments: int, cache_dir: Path | None) -> np.ndarray:
-    """The main command's video (`bash scripts/demo.sh`: MAIN_PROMPT, seed 0), cached like the benchmark's."""
+    """The main command's video (`bash scripts/demo.sh`: its prompt, seed 0), cached like the benchmark's."""
     from ..video_io import to_uint8_frames
 
-    generator = GENERATORS["mmpl"]
+    generator, prompt = GENERATORS["mmpl"], main_command_prompt()
     pipe, settings = source.pipeline(generator), source.settings(generator, 0)
-    key = hashlib.sha256(f"{MAIN_PROMPT}|{segments}|{settings!r}|{pipe.fingerprint}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{prompt}|{segments}|{settings!r}|{pipe.fingerprint}".encode()).hexdigest()[:16]
     path = None if cache_dir is None else Path(cache_dir) / "main" / f"demo-{key}.npz"
     if path is not None and path.exists():
         return np.load(path)["frames"]
-    plan = pipe.populate(pipe.plan(pipe.new_plan([MAIN_PROMPT], segments, settings)))
+    plan = pipe.populate(pipe.plan(pipe.new_plan([prompt], segments, settings)))
     frames = np.concatenate([to_uint8_frames(part) for part in pipe.decode_stream(plan)])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +109,7 @@ def run_joins(config: BenchConfig, *, cache_dir: Path | None = None, out: Path |
         "variants": {name: {"label": GENERATORS[name].label, "mean": _mean_rows(rows[name]), "per_prompt": rows[name]}
                      for name in VARIANTS},
         "loop": {"per_prompt": loops, "mean": _mean_rows([{k: v for k, v in r.items() if k != "prompt"} for r in loops])},
-        "main": {"prompt": MAIN_PROMPT, "summary": main_row,
+        "main": {"prompt": main_command_prompt(), "summary": main_row,
                  "joins": [{"join": j.name, "frame": j.frame, "seam": j.seam, "seam_block": j.seam_block,
                             "colour_step": j.colour_step, "flagged": j.flagged} for j in main_joins]},
     }
