@@ -2,8 +2,8 @@
 
     PYTHONPATH=. .venv/bin/python bench/readme_media.py [--out docs] [--threads 1]
 
-- docs/loop.gif: a planned loop of 3 segments (the prompt of `bash scripts/demo.sh`, seed 0), 2× upscaled; the GIF repeats
-  forever, and its last frame runs on into its first. The same as
+- docs/loop.gif: a planned loop of 3 segments (the prompt of `bash scripts/demo.sh`, seed 0), 2× upscaled; the GIF
+  repeats forever, and its last frame runs on into its first. The same as
   `mmpl generate --prompt "..." --segments 3 --loop --out loop.mp4`.
 - docs/keyframe_targets.png: segment 2's keyframes planned freely, then with its terminal keyframe given as an
   image (`--keyframe 2:terminal=target.png`): the given image beside the planned keyframes, and the start of segment
@@ -67,7 +67,8 @@ def keyframe_figure(pipe, settings, out: Path) -> None:
     layout, image = pipe.layout, target_image()
     frame = target_frame(layout, "terminal")
     free = pipe.plan(pipe.new_plan([main_command_prompt()], 3, settings))
-    given = free.with_target(1, KeyframeTarget(frame, encode_keyframe_image(pipe.vae, image, frame), label="target.png"))
+    latent = encode_keyframe_image(pipe.vae, image, frame)
+    given = free.with_target(1, KeyframeTarget(frame, latent, label="target.png"))
     held = pipe.plan(given, start=1)
     frames = layout.keyframes
     rows = []

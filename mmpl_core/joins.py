@@ -64,7 +64,8 @@ def segment_bounds(layout: SegmentLayout, num_segments: int, handoff: str = "ter
 
 
 def join_report(frames: np.ndarray, layout: SegmentLayout, num_segments: int, *, handoff: str = "terminal",
-                loop: bool = False, fps: float = 16.0, thresholds: JoinThresholds = JoinThresholds()) -> list[JoinScore]:
+                loop: bool = False, fps: float = 16.0,
+                thresholds: JoinThresholds = JoinThresholds()) -> list[JoinScore]:
     """Scores of every join of a stitched video, uint8 [T, H, W, 3] (plus the way back from the end, for a loop).
 
     Each join is scored on the frames of its two segments alone (the seam's medians only look there), so memory

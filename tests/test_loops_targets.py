@@ -50,7 +50,7 @@ def _scene_image(seed: int) -> torch.Tensor:
     return render(sample_scene(seed), 1, 64, 64)[:, 0]
 
 
-# --- keyframe targets -----------------------------------------------------------------------------------------------
+# --- keyframe targets -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("role", ["terminal", "mid"])
 def test_held_keyframe_comes_out_exactly_and_its_neighbour_moves_toward_it(demo, role):
     from mmpl_core.keyframes import encode_keyframe_image, target_frame
@@ -83,7 +83,8 @@ def test_target_from_an_earlier_segment_is_read_when_planning(micro):
 def test_bad_targets_are_refused_naming_frame_segment_and_what_is_allowed(micro):
     plan = micro.new_plan(["a"], 2, SETTINGS)
     latent = torch.zeros(16, 4, 4)
-    with pytest.raises(ValueError, match=r"frame 1 cannot be given as a target; layout mmpl-t2v-9 plans frames \[2, 4, 7, 8\]"):
+    with pytest.raises(ValueError, match=r"frame 1 cannot be given as a target; layout mmpl-t2v-9 plans "
+                                         r"frames \[2, 4, 7, 8\]"):
         plan.with_target(1, KeyframeTarget(1, latent))
     with pytest.raises(ValueError, match=r"target latent must have shape \(16, 4, 4\), got \(16, 8, 8\)"):
         plan.with_target(1, KeyframeTarget(8, torch.zeros(16, 8, 8)))
@@ -98,7 +99,7 @@ def test_bad_targets_are_refused_naming_frame_segment_and_what_is_allowed(micro)
         micro.new_plan(["a"], 1, dataclasses.replace(SETTINGS, loop=True))
 
 
-# --- loops ----------------------------------------------------------------------------------------------------------
+# --- loops ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bridge", ["vae", "naive"])
 def test_loop_last_segment_hands_off_to_the_first_segments_start(micro, bridge):
     settings = dataclasses.replace(SETTINGS, loop=True, bridge=bridge)
@@ -151,7 +152,7 @@ def test_loop_seam_on_the_demo_stays_within_the_within_segment_difference(demo):
     assert scores[-1].seam <= 1.5  # the goal: the loop's join within 1.5x the within-segment difference
 
 
-# --- stitching: join correction -------------------------------------------------------------------------------------
+# --- stitching: join correction ---------------------------------------------------------------------------------------
 def _ramp_segments(layout, count, offsets):
     frames = kept_pixel_frames(layout)
     gen = torch.Generator().manual_seed(0)
@@ -201,7 +202,7 @@ def test_noise_init_forms():
         GenerationSettings(noise_init="linear")
 
 
-# --- join report --------------------------------------------------------------------------------------------------------
+# --- join report ------------------------------------------------------------------------------------------------------
 def test_join_report_flags_a_colour_step_and_passes_a_clean_render():
     from mmpl_core.data.synthetic import render, sample_scene
     from mmpl_core.joins import join_report
@@ -217,7 +218,7 @@ def test_join_report_flags_a_colour_step_and_passes_a_clean_render():
     assert [s.flagged for s in scores] == [False, True] and scores[1].colour_step > 5
 
 
-# --- plan files -----------------------------------------------------------------------------------------------------------
+# --- plan files -------------------------------------------------------------------------------------------------------
 def test_plan_files_record_given_keyframes_and_loops(micro, tmp_path):
     plan = micro.new_plan(["a"], 3, dataclasses.replace(SETTINGS, loop=True, noise_init="paper"))
     latent = torch.randn(16, 4, 4)
@@ -288,7 +289,8 @@ def test_target_edits_from_the_keyframe_editor(micro):
     assert torch.equal(replanned.segments[1].latents.latents[:, 8], latent)
     for bad, message in (({"op": "target", "segment": 1, "role": "mid"}, "'target' needs 'image'"),
                          ({"op": "target", "segment": 1, "image": 0}, "'target' needs 'frame'"),
-                         ({"op": "target", "segment": 1, "role": "mid", "from": [0]}, "'from' must be \\[segment, frame\\]"),
+                         ({"op": "target", "segment": 1, "role": "mid", "from": [0]},
+                          "'from' must be \\[segment, frame\\]"),
                          ({"op": "target", "segment": 1, "role": "early", "image": 0}, "role 'early'")):
         with pytest.raises(EditError, match=message):
             apply_edits(plan, parse_edits(json.dumps([bad])), encode_image=lambda ref, frame: latent)

@@ -10,8 +10,8 @@ from .common import CLIError, read_image
 
 _REFERENCE = re.compile(r"(\d+):(\w+)", re.ASCII)
 KEYFRAME_HELP = ("SEG:ROLE=SOURCE: hold a keyframe of segment SEG (1-based) while it is planned, so the plan bends "
-                 "toward it; ROLE is mid, terminal or a latent index; SOURCE is an image file or SEG2:ROLE2, a keyframe "
-                 "of an earlier segment (e.g. 4:terminal=1:mid). Repeatable")
+                 "toward it; ROLE is mid, terminal or a latent index; SOURCE is an image file or SEG2:ROLE2, a "
+                 "keyframe of an earlier segment (e.g. 4:terminal=1:mid). Repeatable")
 
 
 def add_loop_target_args(p: argparse.ArgumentParser) -> None:

@@ -95,7 +95,8 @@ def run_joins(config: BenchConfig, *, cache_dir: Path | None = None, out: Path |
                 wrap = joins[-1]
                 loops.append({"prompt": i, "seam": wrap.seam, "seam_block": wrap.seam_block,
                               "colour_step": wrap.colour_step, "other_joins_seam": row["seam"],
-                              "other_joins_seam_block": row["seam_block"], "other_joins_colour_step": row["colour_step"]})
+                              "other_joins_seam_block": row["seam_block"],
+                              "other_joins_colour_step": row["colour_step"]})
             bar.update(1)
         bar.set_postfix_str("main command's video")
         main_row, main_joins = _video_scores(main_video(source, config.segments, cache_dir), layout, config.segments)
@@ -108,7 +109,8 @@ def run_joins(config: BenchConfig, *, cache_dir: Path | None = None, out: Path |
                                                                 source.pipeline(GENERATORS["mmpl"]).fingerprint}},
         "variants": {name: {"label": GENERATORS[name].label, "mean": _mean_rows(rows[name]), "per_prompt": rows[name]}
                      for name in VARIANTS},
-        "loop": {"per_prompt": loops, "mean": _mean_rows([{k: v for k, v in r.items() if k != "prompt"} for r in loops])},
+        "loop": {"per_prompt": loops,
+                 "mean": _mean_rows([{k: v for k, v in r.items() if k != "prompt"} for r in loops])},
         "main": {"prompt": main_command_prompt(), "summary": main_row,
                  "joins": [{"join": j.name, "frame": j.frame, "seam": j.seam, "seam_block": j.seam_block,
                             "colour_step": j.colour_step, "flagged": j.flagged} for j in main_joins]},
@@ -132,7 +134,8 @@ def markdown(result: dict) -> str:
     lines += ["", f"**Planned loop** ({cfg['segments']} segments): the join from the last frame back to the first", "",
               "| prompt | loop seam | loop seam vs latent bound. | loop ΔE₀₀ step | other joins' seam | "
               "other joins vs latent bound. | other joins' ΔE₀₀ step |", "|---|---|---|---|---|---|---|"]
-    keys = ("seam", "seam_block", "colour_step", "other_joins_seam", "other_joins_seam_block", "other_joins_colour_step")
+    keys = ("seam", "seam_block", "colour_step", "other_joins_seam", "other_joins_seam_block",
+            "other_joins_colour_step")
     for row in loop["per_prompt"] + [{"prompt": "mean", **loop["mean"]}]:
         lines.append(f"| {row['prompt']} | " + " | ".join(fmt(row[k]) for k in keys) + " |")
     main = result["main"]
