@@ -2,6 +2,7 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .keyframe_nodes import MMPLKeyframeEditor, MMPLKeyframePreview
+from .keyframe_ui import register_routes
 from .model_nodes import MMPLDemoTextEncode, MMPLDemoVAE, MMPLModelLoader, register_mmpl_folder
 from .plan_io_nodes import MMPLLoadPlan, MMPLSavePlan
 from .plan_nodes import MMPLMacroChain, MMPLMicroPlanner, MMPLSegmentPrompts
@@ -23,4 +24,5 @@ class MMPLExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> MMPLExtension:
+    register_routes()  # here, not in on_load: ComfyUI 0.3.75 never calls on_load
     return MMPLExtension()

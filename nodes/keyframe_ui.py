@@ -9,6 +9,9 @@ A node that shows a strip returns `ui=strip_ui(...)`; the `executed` message the
   the image files (in ComfyUI's temp folder, served by /view): ``filename`` at the video's size, ``thumb`` at most
   THUMB_SIZE pixels on its long side.
 
+The browser keeps the last `ui` in the node's properties (saved with the workflow) and shows it again after a reload;
+``POST /mmpl/keyframes/missing`` tells it which of those image files ComfyUI no longer has (`register_routes`).
+
 Image files are named by a hash of what they show (the segment's keyframe latents), so a plan shown by several nodes,
 or a segment that a re-plan left as it was, is decoded once and keeps its file name. While populating, the Content
 Populator sends ``mmpl.segment`` messages ({node, plan, segments, segment, status, worker}) with `SegmentProgress`;
@@ -124,6 +127,41 @@ def strip_ui(value: PlanValue, vae=None, changed=None, decoded: dict | None = No
         "roles": [roles[f] for f in plan.layout.keyframes], "approximate": vae is None,
     }
     return {"mmpl_plan": [summary], "mmpl_segments": segments, "mmpl_keyframes": keyframes}
+
+
+def missing_files(names: list[str]) -> list[str]:
+    """The keyframe image files among `names` that temp/mmpl does not hold (any name with a folder in it counts as
+    missing: only plain file names of that folder are looked up)."""
+    folder = os.path.join(folder_paths.get_temp_directory(), SUBFOLDER)
+    def present(name: str) -> bool:
+        plain = os.path.basename(name) == name and name not in ("", ".", "..")
+        return plain and os.path.isfile(os.path.join(folder, name))
+
+    return [name for name in names if not present(name)]
+
+
+def register_routes() -> None:
+    """Add ``POST /mmpl/keyframes/missing`` ({"files": [name, ...]} → {"missing": [...]}) to the running server
+    (ComfyUI empties its temp folder when it starts, so a strip saved with a workflow may point at files that are
+    gone). Nothing happens outside a server or on a second call."""
+    from aiohttp import web
+    from server import PromptServer
+
+    server = getattr(PromptServer, "instance", None)
+    if server is None or getattr(server, "_mmpl_routes", False):
+        return
+    server._mmpl_routes = True
+
+    @server.routes.post("/mmpl/keyframes/missing")
+    async def keyframes_missing(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        files = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or len(files) > 100_000:
+            return web.json_response({"error": 'expected {"files": [file name, ...]}'}, status=400)
+        return web.json_response({"missing": missing_files(files)})
 
 
 def send_to_browser(event: str, data: dict) -> None:

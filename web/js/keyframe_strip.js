@@ -53,7 +53,8 @@ document.addEventListener("keydown", (event) => {
 });
 
 export class KeyframeStrip {
-  /** hooks (all optional): showChanged (default true: mark segments the server reports as changed / kept),
+  /** hooks (all optional): changed() (after new data or statuses: e.g. to save them), showChanged (default true:
+   *  mark segments the server reports as changed / kept),
    *  headChips() → elements for the head line, rowTools(segment) → element, decorateRow(row, segment),
    *  thumb(kf) → {src, large, replaced} | null, thumbActions(kf) → element, thumbClick(kf) → true when handled. */
   constructor(hooks = {}) {
@@ -69,19 +70,36 @@ export class KeyframeStrip {
     return this.data?.plan?.id ?? null;
   }
 
-  /** The `ui` of an executed node: {mmpl_plan: [plan], mmpl_segments: [...], mmpl_keyframes: [...]}. */
-  setOutput(output) {
+  /** The `ui` of an executed node: {mmpl_plan: [plan], mmpl_segments: [...], mmpl_keyframes: [...]}.
+   *  statuses: live populate statuses to show ({segment: {status, worker}}, from `saved()`); missing: image files
+   *  the server no longer has (shown as placeholders instead of broken images). */
+  setOutput(output, { statuses = {}, missing = [] } = {}) {
     const [plan] = output.mmpl_plan ?? [];
     if (!plan) return;
-    this.data = { plan, segments: output.mmpl_segments ?? [], keyframes: output.mmpl_keyframes ?? [] };
-    this.statuses.clear();
+    const gone = new Set(missing);
+    const keyframes = (output.mmpl_keyframes ?? []).map((kf) =>
+      (gone.has(kf.filename) || gone.has(kf.thumb) ? { ...kf, filename: null, thumb: null } : kf));
+    this.output = { mmpl_plan: [plan], mmpl_segments: output.mmpl_segments ?? [], mmpl_keyframes: output.mmpl_keyframes ?? [] };
+    this.data = { plan, segments: output.mmpl_segments ?? [], keyframes };
+    this.statuses = new Map(Object.entries(statuses).map(([k, s]) => [Number(k), s]));
+    this.version = (this.version ?? 0) + 1;
+    const lost = keyframes.filter((kf) => !kf.filename).length;
+    this.message = lost ? { text: `${lost === keyframes.length ? "The" : `${lost} of the`} keyframe images are no longer `
+                                  + "on the server (ComfyUI restarted?): run the workflow again to see them.", kind: "info" } : null;
     this.render();
+    this.hooks.changed?.();
+  }
+
+  /** What `setOutput` needs to show this strip again (after a page reload): JSON, saved with the workflow. */
+  saved() {
+    return this.output ? { output: this.output, statuses: Object.fromEntries(this.statuses) } : null;
   }
 
   setStatus(segment, status, worker = "") {
     this.statuses.set(segment, { status, worker });
     const chip = this.element.querySelector(`.mmpl-row[data-segment="${segment}"] .mmpl-status`);
     if (chip) this.fillStatus(chip, segment);
+    this.hooks.changed?.();
   }
 
   setMessage(text, kind = "error") {
