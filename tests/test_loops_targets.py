@@ -294,3 +294,14 @@ def test_target_edits_from_the_keyframe_editor(micro):
                          ({"op": "target", "segment": 1, "role": "early", "image": 0}, "role 'early'")):
         with pytest.raises(EditError, match=message):
             apply_edits(plan, parse_edits(json.dumps([bad])), encode_image=lambda ref, frame: latent)
+
+
+def test_extending_a_loop_replans_its_old_last_segment(micro):
+    plan = micro.plan(micro.new_plan(["a"], 2, dataclasses.replace(SETTINGS, loop=True)))
+    longer = plan.extended(3, "a")
+    assert longer.statuses() == ["planned", "empty", "empty"] and longer.replan_start() == 1
+    replanned = micro.plan(longer, start=longer.replan_start())
+    assert torch.equal(replanned.segments[0].latents.latents, plan.segments[0].latents.latents)
+    held = segment_targets(replanned, 2, micro.vae)
+    assert all(torch.equal(replanned.segments[2].latents.latents[:, f], v) for f, v in held.items())
+    assert not segment_targets(replanned, 1, micro.vae)  # the old last segment is an ordinary one now
