@@ -301,7 +301,7 @@ def test_extending_a_loop_replans_its_old_last_segment(micro):
     longer = plan.extended(3, "a")
     assert longer.statuses() == ["planned", "empty", "empty"] and longer.replan_start() == 1
     replanned = micro.plan(longer, start=longer.replan_start())
-    assert torch.equal(replanned.segments[0].latents.latents, plan.segments[0].latents.latents)
+    assert replanned.first_difference(plan) == 1  # segment 0 bit-identical
     held = segment_targets(replanned, 2, micro.vae)
     assert all(torch.equal(replanned.segments[2].latents.latents[:, f], v) for f, v in held.items())
     assert not segment_targets(replanned, 1, micro.vae)  # the old last segment is an ordinary one now
