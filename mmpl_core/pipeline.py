@@ -56,13 +56,23 @@ class MMPLPipeline:
         self.kv_cache = kv_cache
         self.fingerprint = model_fingerprint(model)
         self._samplers: dict[SamplerConfig, SegmentSampler] = {}
+        self.on_denoised = None  # given to every sampler: sees each denoising step's x0 estimate (live previews)
         self._prompts: dict[tuple[str, bool], Prompt] = {}
 
     def sampler(self, config: SamplerConfig) -> SegmentSampler:
         if config not in self._samplers:
             self._samplers[config] = SegmentSampler(self.model, config, device=self.device, dtype=self.dtype,
                                                     kv_cache=self.kv_cache)
+        self._samplers[config].on_denoised = self.on_denoised
         return self._samplers[config]
+
+    def on(self, model: nn.Module, device: torch.device | str) -> "MMPLPipeline":
+        """This pipeline over another module tree with the same weights (a replica on `device`): same VAE, text
+        encoder, layout and settings; its own samplers and caches, so two threads can each run one."""
+        twin = MMPLPipeline(self.model, self.vae, self.layout, self.text_encoder, negative_prompt=self.negative_prompt,
+                            device=device, dtype=self.dtype, kv_cache=self.kv_cache)
+        twin.model, twin.on_denoised = model, self.on_denoised
+        return twin
 
     def prompt_fn(self, config: SamplerConfig):
         """str → Prompt embeddings, each prompt encoded once (with the negative prompt when CFG needs it)."""

@@ -18,7 +18,7 @@ from .layout import FrameGroup, SegmentLayout
 from .model import FrameKVCache, TextContext, encode_text, model_geometry, wan_forward
 from .model.kv_cache import PLACEMENTS
 from .noise_init import initial_noise
-from .sampling import HeldValues, SamplerConfig, chunk_noise, sample_chunk
+from .sampling import NUM_TRAIN_TIMESTEPS, HeldValues, SamplerConfig, chunk_noise, sample_chunk
 
 StepCallback = Callable[[], None]
 
@@ -112,6 +112,7 @@ class SegmentSampler:
         self.kv_cache = kv_cache
         self._text_cache: dict[tuple[int, int | None], tuple[Prompt, TextContext]] = {}
         self.last_cache_bytes = 0
+        self.on_denoised: Callable[[torch.Tensor], None] | None = None  # sees each step's x0 estimate [1, C, F, h, w]
 
     @property
     def guided(self) -> bool:
@@ -167,6 +168,8 @@ class SegmentSampler:
             if self.guided:
                 cond, uncond = v.chunk(2)
                 v = uncond + self.sampler.guidance * (cond - uncond)
+            if self.on_denoised is not None:  # the chunk's clean estimate x0 = x_t − σ·v (t = 1000·σ), for previews
+                self.on_denoised(x.float() - t.float() / NUM_TRAIN_TIMESTEPS * v.float())
             return v.to(x.dtype)
 
         return velocity

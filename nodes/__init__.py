@@ -6,7 +6,8 @@ from .keyframe_ui import register_routes
 from .model_nodes import MMPLDemoTextEncode, MMPLDemoVAE, MMPLModelLoader, register_mmpl_folder
 from .plan_io_nodes import MMPLLoadPlan, MMPLSavePlan
 from .plan_nodes import MMPLMacroChain, MMPLMicroPlanner, MMPLSegmentPrompts
-from .populate_nodes import MMPLContentPopulator, MMPLDecodeVideo, MMPLMultiGPUScheduler, MMPLVAEBridge
+from .populate_nodes import MMPLContentPopulator, MMPLDecodeVideo, MMPLVAEBridge
+from .schedule_nodes import MMPLMultiGPUScheduler
 
 NODES = [
     MMPLModelLoader, MMPLDemoVAE, MMPLDemoTextEncode, MMPLSegmentPrompts, MMPLMicroPlanner, MMPLMacroChain,

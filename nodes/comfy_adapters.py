@@ -2,8 +2,11 @@
 ComfyUI's internals (ModelPatcher, VAE, latent formats, progress, interruption)."""
 from __future__ import annotations
 
+import copy
+import logging
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -11,13 +14,18 @@ import comfy.latent_formats
 import comfy.model_management
 import comfy.model_patcher
 import comfy.utils
+import latent_preview
+from comfy_api.latest import InputImpl, Types
 
+from mmpl_core.checkpoints import infer_config
+from mmpl_core.memory import device_bytes_beyond_weights
 from mmpl_core.pipeline import MMPLPipeline
 from mmpl_core.prompt_bank import PromptBank
 
 from .types import MMPLModelInfo
 
 WAN21_LATENT = comfy.latent_formats.Wan21()
+log = logging.getLogger(__name__)
 # Wan2.1's own parameter names end in these; anything else on a loaded model (scale_weight, weight_scale,
 # comfy_quant, ...) is quantisation state that a checkpoint neither has nor replaces.
 WAN_PARAMETER_LEAVES = ("weight", "bias", "modulation")
@@ -164,6 +172,32 @@ class ComfyWanVAE:
         return (pixels.float().permute(0, 4, 1, 2, 3) * 2 - 1).clamp(-1, 1).cpu()
 
 
+class CodecVAE:
+    """A ComfyUI VAE (the interface of `comfy.sd.VAE` that VAE Decode / VAE Encode and the pack use) over a latent
+    codec of the `mmpl_core` kind (`codec.encode`: video [B, 3, T, H, W] in [-1, 1] → model latents; `decode`
+    back): the embedded demo's exact codec, so ComfyUI decodes the demo's latents as the `mmpl` command does.
+    ComfyUI LATENTs are the model latents through Wan21's format, like a Wan VAE's."""
+
+    latent_channels, latent_dim, output_channels = 16, 3, 3
+    downscale_index_formula = upscale_index_formula = (4, 8, 8)
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE frames [T, H, W, 3] (one video) or [B, T, H, W, 3] in [0, 1] → ComfyUI LATENT [B, 16, F, h, w]."""
+        video = pixels[None] if pixels.ndim == 4 else pixels
+        latents = self.codec.encode(video[..., :3].float().permute(0, 4, 1, 2, 3) * 2 - 1)
+        return WAN21_LATENT.process_out(latents.cpu())
+
+    @torch.no_grad()
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """ComfyUI LATENT [B, 16, F, h, w] → frames [B, T, H, W, 3] in [0, 1]."""
+        video = self.codec.decode(WAN21_LATENT.process_in(samples.float().cpu()))
+        return ((video + 1) / 2).permute(0, 2, 3, 4, 1).contiguous()
+
+
 def to_latent_dict(latents: torch.Tensor) -> dict:
     """Model latents [B, 16, F, h, w] → ComfyUI LATENT (un-normalised, like every Wan LATENT in ComfyUI)."""
     return {"samples": WAN21_LATENT.process_out(latents.float())}
@@ -181,6 +215,11 @@ def video_to_image(frames: torch.Tensor) -> torch.Tensor:
     return ((frames.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
 
 
+def video_value(images: torch.Tensor, fps: int):
+    """ComfyUI's VIDEO (what Create Video makes) from IMAGE frames [N, H, W, 3] at `fps`."""
+    return InputImpl.VideoFromComponents(Types.VideoComponents(images=images, frame_rate=Fraction(fps)))
+
+
 def conditioning_embedding(conditioning, input_name: str) -> torch.Tensor:
     """The text embedding [1, L, D] of a CONDITIONING with one entry."""
     if not isinstance(conditioning, list) or not conditioning or not isinstance(conditioning[0][0], torch.Tensor):
@@ -193,33 +232,108 @@ def conditioning_embedding(conditioning, input_name: str) -> torch.Tensor:
     return embedding
 
 
-def load_pipeline(model: MMPLModelInfo, vae: ComfyWanVAE | None, bank: PromptBank, negative: str) -> MMPLPipeline:
+def sampling_memory(model: MMPLModelInfo, settings, role: str) -> tuple[str, int]:
+    """(KV cache placement, bytes MMPL needs on the device beyond the weights) for a run of `role` ("plan",
+    "populate" or "segment") with the plan's `settings`: the KV cache in that placement, the prompt's text K/V and
+    the largest chunk's activations (`mmpl_core.memory.device_bytes_beyond_weights`). "auto" keeps the cache on
+    the device when the weights and all of that fit in 90 % of its memory, else in CPU memory."""
+    net = model.patcher.model.diffusion_model
+    cfg = infer_config({k: p for k, p in wan_parameters(net).items()})
+    nbytes = torch.finfo(compute_dtype(model.patcher)).bits // 8
+    args = dict(role=role, guidance=settings.sampler.guidance, kv_dtype=settings.kv_dtype,
+                cfg_branches=settings.cfg_branches, nbytes=nbytes)
+    placement = model.kv_cache
+    if placement == "auto":
+        device = model.patcher.load_device
+        on_device = device_bytes_beyond_weights(cfg, model.layout, settings.height, settings.width, kv_cache="device",
+                                                **args)
+        fits = device.type != "cuda" or (model.patcher.model_size() + on_device
+                                         <= 0.9 * comfy.model_management.get_total_memory(device))
+        placement = "device" if fits else "cpu"
+    extra = device_bytes_beyond_weights(cfg, model.layout, settings.height, settings.width, kv_cache=placement, **args)
+    return placement, extra
+
+
+def compute_dtype(patcher) -> torch.dtype:
+    base = patcher.model
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    return dtype if dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def load_pipeline(model: MMPLModelInfo, vae: ComfyWanVAE | None, bank: PromptBank, negative: str, settings=None,
+                  role: str = "segment") -> MMPLPipeline:
     """Load the patched model onto its device through ComfyUI's memory management and build the core pipeline over
-    its own `WanModel` (no copy of the weights)."""
+    its own `WanModel` (no copy of the weights). With the plan's `settings`, model management is first told what
+    the run needs beyond the weights (`sampling_memory`), so it offloads weights (a partial load) to make room."""
     if bank.fallback is None and model.text_encoder is not None:
         bank = bank.merged(PromptBank(fallback=model.text_encoder))  # plain-text prompts (e.g. plans from the CLI)
-    comfy.model_management.load_models_gpu([model.patcher])
-    base = model.patcher.model
-    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        dtype = torch.bfloat16
+    placement, extra = ("device", 0) if settings is None else sampling_memory(model, settings, role)
+    if settings is not None:
+        log.info("MMPL %s at %dx%d: KV cache on %s; %d bytes reserved beyond the weights", role, settings.width,
+                 settings.height, placement, extra)
+    comfy.model_management.load_models_gpu([model.patcher], memory_required=extra, minimum_memory_required=extra)
     return MMPLPipeline(
-        base.diffusion_model, vae, model.layout, bank, negative_prompt=negative,
-        device=model.patcher.load_device, dtype=dtype,
+        model.patcher.model.diffusion_model, vae, model.layout, bank, negative_prompt=negative,
+        device=model.patcher.load_device, dtype=compute_dtype(model.patcher), kv_cache=placement,
     )
 
 
-class NodeProgress:
-    """A ProgressBar over every denoising step of a node, checking ComfyUI's interrupt flag at each step."""
+def device_replica(model: MMPLModelInfo, pipeline: MMPLPipeline, device: torch.device) -> torch.nn.Module:
+    """The model's module tree on another device, for a worker there. Newer ComfyUI places a patcher on another
+    device with `ModelPatcher.deepclone_multigpu` (a fresh model from the loader, the same patches; the only safe way
+    once weights stream inside op calls), loaded through model management; the MMPL weights held by object patches
+    get their own copies for it. 0.3.75, which lacks it, gets a deep copy of the loaded (already patched) tree."""
+    patcher = model.patcher
+    if hasattr(patcher, "deepclone_multigpu") and getattr(patcher, "cached_patcher_init", None) is not None:
+        replica = patcher.deepclone_multigpu(new_load_device=device)
+        replica.object_patches = {
+            k: _parameter(v.detach().to(replica.offload_device, copy=True)) if isinstance(v, torch.nn.Parameter) else v
+            for k, v in replica.object_patches.items()
+        }
+        comfy.model_management.load_models_gpu([replica])
+        net = replica.model.diffusion_model
+        net.mmpl_patcher = replica  # keeps it (and model management's hold on it) alive with the module
+        return net
+    return copy.deepcopy(pipeline.model).to(device)
 
-    def __init__(self, total: int, node_id: str | None = None):
-        self.bar = comfy.utils.ProgressBar(max(total, 1), node_id=node_id)
-        self._lock = threading.Lock()  # parallel populate workers step from several threads
+
+class NodeProgress:
+    """A ProgressBar over every denoising step of a node, checking ComfyUI's interrupt flag at each step, with a
+    preview of the chunk being denoised (its clean estimate, the chunk's frames side by side, through ComfyUI's
+    latent previewer for the model's latent format: Latent2RGB, or TAESD/TAEHV where installed), as KSampler
+    sends them. Thread-safe: parallel workers step it from their threads."""
+
+    def __init__(self, total: int, node_id: str | None = None, pipeline: MMPLPipeline | None = None,
+                 latent_format=WAN21_LATENT):
+        self.total, self.done = max(total, 1), 0
+        self.bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
+        self._lock = threading.Lock()
+        self._latest: torch.Tensor | None = None
+        self._previewer = latent_preview.get_previewer(torch.device("cpu"), latent_format) if pipeline else None
+        if self._previewer is not None:
+            pipeline.on_denoised = self._keep
+
+    def _keep(self, x0: torch.Tensor) -> None:
+        self._latest = x0  # previewed (once) at the step's end; a later step replaces it
+
+    def _preview(self):
+        x0, self._latest = self._latest, None
+        if x0 is None:
+            return None
+        frames = x0[0].detach().float().cpu()  # [C, F, h, w] → one image [1, C, h, F·w]
+        return self._previewer.decode_latent_to_preview_image("JPEG", frames.permute(0, 2, 1, 3).flatten(2)[None])
 
     def step(self) -> None:
         comfy.model_management.throw_exception_if_processing_interrupted()
         with self._lock:
-            self.bar.update(1)
+            self.done = min(self.done + 1, self.total)
+            self.bar.update_absolute(self.done, self.total, self._preview() if self._previewer else None)
+
+    def finish(self) -> None:
+        """Show the node as done (also when it had nothing left to do, e.g. populated while planning)."""
+        with self._lock:
+            self.done = self.total
+            self.bar.update_absolute(self.total, self.total)
 
 
 def check_interrupt() -> None:

@@ -1,24 +1,30 @@
 """Loading: MMPL Model (a Wan2.1 MODEL plus MMPL weights, or the embedded demo), the demo's VAE and text encoder."""
 from __future__ import annotations
 
+import logging
 import os
 
 import comfy.sd
 import comfy.utils
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from mmpl_core.checkpoints import CheckpointError, load_matching_state_dict
-from mmpl_core.demo import DemoBundle
+from mmpl_core.data.pca_latents import PCALatentSpace
+from mmpl_core.demo import DemoBundle, unknown_words_message
 from mmpl_core.layout import LAYOUTS, LayoutError, get_layout
+from mmpl_core.plan import KV_DTYPES
 
-from .comfy_adapters import checkpoint_cast, patch_in_weights, patch_mechanism, wan_parameters
+from .comfy_adapters import CodecVAE, checkpoint_cast, patch_in_weights, patch_mechanism, wan_parameters
 from .types import CATEGORY, MMPLModel, MMPLModelInfo
 
 DEMO_CHOICES = {"demo: MMPL (embedded)": "mmpl", "demo: autoregressive baseline (embedded)": "ar"}
 NO_CHECKPOINT = "none (use the model as it is)"
 LAYOUT_CHOICES = ["auto", *LAYOUTS, "mmpl-t2v-13", "mmpl-i2v-13", "ar-13", "ar-21"]
 CHECKPOINT_FOLDERS = ("mmpl", "diffusion_models")
+KV_CACHE_CHOICES = ("auto", "device", "cpu")
+DEMO_PROMPT = "two objects: a red circle and a yellow square bounce over a navy to black gradient"
+log = logging.getLogger(__name__)
 
 
 def register_mmpl_folder() -> None:
@@ -92,12 +98,22 @@ class MMPLModelLoader(io.ComfyNode):
                 io.Combo.Input("layout", options=LAYOUT_CHOICES, default="auto",
                                tooltip="Segment layout (which latent frames are keyframes). auto: wan-t2v for Wan "
                                        "checkpoints, the demo's own layout for the demo."),
+                io.Combo.Input("kv_cache", options=list(KV_CACHE_CHOICES), default="auto", optional=True,
+                               tooltip="Where the KV cache of clean frames lives while sampling (same results either "
+                                       "way). device: fastest. cpu: in CPU memory, each layer's part copied to the "
+                                       "GPU just ahead of use (19 GB less per CFG branch for 14B at 480x832). auto: "
+                                       "the device when it fits. ComfyUI is told what sampling needs beyond the "
+                                       "weights and offloads weights to make room."),
+                io.Combo.Input("kv_dtype", options=list(KV_DTYPES), default=KV_DTYPES[0], optional=True,
+                               tooltip="Storage of the KV cache for new plans: compute (the model's dtype) or "
+                                       "float8_e4m3fn (half of bf16, with a scale per frame and head; changes the "
+                                       "results slightly, so plans record it)."),
             ],
             outputs=[MMPLModel.Output(display_name="mmpl_model")],
         )
 
     @classmethod
-    def execute(cls, checkpoint, layout, model=None) -> io.NodeOutput:
+    def execute(cls, checkpoint, layout, model=None, kv_cache="auto", kv_dtype=KV_DTYPES[0]) -> io.NodeOutput:
         text_encoder = None
         if checkpoint in DEMO_CHOICES:
             if model is not None:
@@ -117,7 +133,7 @@ class MMPLModelLoader(io.ComfyNode):
             chosen = get_layout(default_layout if layout == "auto" else layout)
         except LayoutError as err:
             raise ValueError(f"layout: {err}") from err
-        return io.NodeOutput(MMPLModelInfo(model, chosen, name, text_encoder))
+        return io.NodeOutput(MMPLModelInfo(model, chosen, name, text_encoder, kv_cache, kv_dtype))
 
 
 class MMPLDemoVAE(io.ComfyNode):
@@ -127,15 +143,17 @@ class MMPLDemoVAE(io.ComfyNode):
             node_id="MMPL_DemoVAE",
             display_name="MMPL Demo VAE",
             category=CATEGORY,
-            description="The embedded demo model's tiny Wan2.1 VAE (an ordinary ComfyUI VAE).",
+            description="The embedded demo model's latent codec as a ComfyUI VAE: the exact one the `mmpl` command "
+                        "decodes with (so both show the same video), whose decoder reads each latent's neighbours "
+                        "so that the video does not jump every 4 frames. vae.safetensors in the pack is a tiny "
+                        "Wan2.1 VAE trained to approximate it, for the stock Load VAE.",
             inputs=[],
             outputs=[io.Vae.Output(display_name="vae")],
         )
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        bundle = DemoBundle.load("mmpl")
-        return io.NodeOutput(comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(bundle.vae))))
+        return io.NodeOutput(CodecVAE(PCALatentSpace.load(DemoBundle.load("mmpl").codec)))
 
 
 class MMPLDemoTextEncode(io.ComfyNode):
@@ -145,13 +163,19 @@ class MMPLDemoTextEncode(io.ComfyNode):
             node_id="MMPL_DemoTextEncode",
             display_name="MMPL Demo Text Encode",
             category=CATEGORY,
-            description="Weight-free hashed text encoder of the demo models (no T5 needed): an ordinary CONDITIONING.",
-            inputs=[io.String.Input("text", multiline=True, default="a red circle and a yellow square bounce over a "
-                                    "blue to black gradient", tooltip="Prompt; the empty prompt encodes to zeros.")],
+            description="Weight-free hashed text encoder of the demo models (no T5 needed): an ordinary CONDITIONING. "
+                        "The demo knows only its synthetic world's words (coloured circles and squares over a "
+                        "gradient): it warns on the node about any other word.",
+            inputs=[io.String.Input("text", multiline=True, default=DEMO_PROMPT,
+                                    tooltip="Prompt; the empty prompt encodes to zeros.")],
             outputs=[io.Conditioning.Output(display_name="conditioning")],
         )
 
     @classmethod
     def execute(cls, text) -> io.NodeOutput:
         encoder = DemoBundle.load("mmpl").text_encoder()
-        return io.NodeOutput([[encoder.encode(text), {}]])
+        warning = unknown_words_message(encoder, [text])
+        if warning is None:
+            return io.NodeOutput([[encoder.encode(text), {}]])
+        log.warning("MMPL Demo Text Encode: %s", warning)
+        return io.NodeOutput([[encoder.encode(text), {}]], ui=ui.PreviewText(f"Warning: {warning}"))

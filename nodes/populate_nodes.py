@@ -1,31 +1,23 @@
-"""Populating and decoding: VAE Bridge settings, Multi-GPU Scheduler, Content Populator, Decode Video."""
+"""Populating and decoding: VAE Bridge settings, Content Populator (over the scheduler of schedule_nodes.py), Decode
+Video."""
 from __future__ import annotations
 
-import copy
-import os
 from dataclasses import replace
 
 import torch
-import folder_paths
 from comfy_api.latest import io
 
 from mmpl_core.plan import parse_segment_selection
-from mmpl_core.plan_store import PlanFileError, PlanStore
-from mmpl_core.populate import adopt_populated, decode_segments, plan_identity, segments_to_populate
-from mmpl_core.schedule import PopulateWorker, populate_parallel
-from mmpl_core.segment import SegmentSampler
+from mmpl_core.plan_store import PlanFileError
+from mmpl_core.populate import adopt_populated, decode_segments, segments_to_populate
 from mmpl_core.stitch import stitch_stream
 
 from .comfy_adapters import (
-    INTERRUPT, ComfyWanVAE, NodeProgress, check_interrupt, load_pipeline, node_id, to_latent_dict, video_to_image,
+    ComfyWanVAE, NodeProgress, check_interrupt, load_pipeline, node_id, to_latent_dict, video_to_image, video_value,
 )
-from .keyframe_ui import SegmentProgress
-from .types import CATEGORY, BridgeSettings, DeviceSet, MMPLBridge, MMPLDevices, MMPLModel, MMPLPlan
-
-
-def cache_store(plan) -> PlanStore:
-    """Where finished segments of this plan are kept, so an interrupted populate resumes (output/mmpl/cache/<id>)."""
-    return PlanStore(os.path.join(folder_paths.get_output_directory(), "mmpl", "cache", plan_identity(plan)))
+from .join_ui import decoded_join_ui, join_ui
+from .schedule_nodes import cache_store, run_scheduled
+from .types import CATEGORY, BridgeSettings, MMPLBridge, MMPLDevices, MMPLModel, MMPLPlan
 
 
 class MMPLVAEBridge(io.ComfyNode):
@@ -54,53 +46,6 @@ class MMPLVAEBridge(io.ComfyNode):
         return io.NodeOutput(BridgeSettings(ComfyWanVAE(vae) if vae is not None else None, mode, color_anchor))
 
 
-class MMPLMultiGPUScheduler(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="MMPL_MultiGPUScheduler",
-            display_name="MMPL Multi-GPU Scheduler",
-            category=CATEGORY,
-            description="Devices that populate planned segments in parallel, one model replica each. Results are "
-                        "identical to sequential populating.",
-            inputs=[
-                io.String.Input("devices", default="cuda:0,cuda:1", tooltip="Comma-separated torch devices."),
-                io.Int.Input("max_parallel", default=0, min=0, max=64, tooltip="0 = one worker per device."),
-            ],
-            outputs=[MMPLDevices.Output(display_name="devices")],
-        )
-
-    @classmethod
-    def execute(cls, devices, max_parallel) -> io.NodeOutput:
-        names = tuple(d.strip() for d in devices.split(",") if d.strip())
-        if not names:
-            raise ValueError("devices: give at least one device, e.g. 'cuda:0,cuda:1'")
-        for name in names:
-            try:
-                device = torch.device(name)
-            except RuntimeError as err:
-                raise ValueError(f"devices: {name!r} is not a torch device ({err})") from None
-            if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-                raise ValueError(f"devices: {name} is not available on this machine")
-        return io.NodeOutput(DeviceSet(names, max_parallel or len(names)))
-
-
-def populate_workers(pipeline, plan, devices: DeviceSet | None) -> list[PopulateWorker]:
-    config = plan.settings.sampler
-    main = PopulateWorker(str(pipeline.device), pipeline.sampler(config), pipeline.prompt_fn(config))
-    if devices is None:
-        return [main]
-    replicas: dict[str, torch.nn.Module] = {str(pipeline.device): pipeline.model}
-    workers = []
-    for name in devices.devices[: devices.max_parallel]:
-        device = torch.device(name)
-        if str(device) not in replicas:
-            replicas[str(device)] = copy.deepcopy(pipeline.model).to(device)
-        sampler = SegmentSampler(replicas[str(device)], config, device=device, dtype=pipeline.dtype)
-        workers.append(PopulateWorker(name, sampler, pipeline.prompt_fn(config)))
-    return workers
-
-
 class MMPLContentPopulator(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -108,12 +53,18 @@ class MMPLContentPopulator(io.ComfyNode):
             node_id="MMPL_ContentPopulator",
             display_name="MMPL Content Populator",
             category=CATEGORY,
-            description="Fills the frames between the planned keyframes (4–9, then 13–18 for Wan2.1). Finished "
-                        "segments are kept under output/mmpl/cache, so an interrupted run resumes.",
+            description="Fills the frames between the planned keyframes (4–9, then 13–18 for Wan2.1), on the devices "
+                        "of a connected Multi-GPU Scheduler in parallel. Segments a Macro Chain already populated "
+                        "while planning are kept as they are. Finished segments are kept under output/mmpl/cache, "
+                        "so an interrupted run resumes.",
             inputs=[
                 MMPLModel.Input("mmpl_model"), MMPLPlan.Input("plan"),
                 io.String.Input("segments", default="all", tooltip="'all' or 1-based segments, e.g. '1,3-5'."),
-                MMPLDevices.Input("devices", optional=True, tooltip="Populate in parallel (Multi-GPU Scheduler)."),
+                MMPLDevices.Input("devices", optional=True, tooltip="Populate on several devices in parallel "
+                                  "(Multi-GPU Scheduler)."),
+                io.Vae.Input("vae", optional=True, tooltip="With a VAE, a fully populated plan is decoded and every "
+                             "join scored (seam and colour step), shown on the node and marked on the keyframe "
+                             "strips."),
             ],
             outputs=[
                 MMPLPlan.Output(display_name="plan"),
@@ -124,12 +75,13 @@ class MMPLContentPopulator(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, mmpl_model, plan, segments, devices=None) -> io.NodeOutput:
+    def execute(cls, mmpl_model, plan, segments, devices=None, vae=None) -> io.NodeOutput:
         try:
             chosen = parse_segment_selection(segments, len(plan.plan))
         except ValueError as err:
             raise ValueError(f"segments: {err}") from err
-        pipeline = load_pipeline(mmpl_model, None, plan.prompts, plan.plan.negative_prompt)
+        pipeline = load_pipeline(mmpl_model, None, plan.prompts, plan.plan.negative_prompt, plan.plan.settings,
+                                 "populate")
         try:
             pipeline.check_plan(plan.plan)
         except ValueError as err:
@@ -144,27 +96,12 @@ class MMPLContentPopulator(io.ComfyNode):
             todo = segments_to_populate(current, chosen)
         except ValueError as err:
             raise ValueError(f"plan: {err}") from err
-        progress = NodeProgress(pipeline.steps_per_segment(current, "populate") * len(todo), node_id(cls))
-        shown, finished = SegmentProgress(current, node_id(cls)), set()  # the browser's strips follow along
-        for k in chosen:
-            shown.send(k, "planned" if k in todo else "done")
-
-        def segment_done(k, populated):
-            store.save(populated)
-            finished.add(k)
-            shown.send(k, "done")
-
-        try:
-            current = populate_parallel(
-                current, populate_workers(pipeline, current, devices), segments=todo, on_step=progress.step,
-                on_start=lambda k, worker: shown.send(k, "populating", worker), on_segment=segment_done,
-                passthrough=(INTERRUPT,),
-            )
-        finally:
-            for k in sorted(set(todo) - finished):  # interrupted or failed: back to planned
-                shown.send(k, "planned")
+        current, _ = run_scheduled(mmpl_model, pipeline, current, devices, node_id(cls), populate=todo, store=store,
+                                   shown=chosen)
         latents = torch.stack([current.segments[k].latents.latents for k in chosen])
-        return io.NodeOutput(replace(plan, plan=current), to_latent_dict(latents))
+        done = vae is not None and all(s == "populated" for s in current.statuses())
+        shown = decoded_join_ui(current, ComfyWanVAE(vae), node_id(cls)) if done else None
+        return io.NodeOutput(replace(plan, plan=current), to_latent_dict(latents), ui=shown)
 
 
 class MMPLDecodeVideo(io.ComfyNode):
@@ -175,14 +112,23 @@ class MMPLDecodeVideo(io.ComfyNode):
             display_name="MMPL Decode Video",
             category=CATEGORY,
             description="Decodes a populated plan segment by segment and stitches the frames (the 5 frames each "
-                        "segment shares with the previous one appear once): 81 + 76·(S−1) frames for Wan2.1.",
-            inputs=[MMPLPlan.Input("plan"), io.Vae.Input("vae")],
-            outputs=[io.Image.Output(display_name="images")],
+                        "segment shares with the previous one appear once): 81 + 76·(S−1) frames for Wan2.1 (76·S "
+                        "for a loop, which also drops its last segment's repeat of the first frames). Shows the join "
+                        "scores (seam and colour step of every join) and marks the joins above the thresholds on the "
+                        "keyframe strips.",
+            inputs=[MMPLPlan.Input("plan"), io.Vae.Input("vae"),
+                    io.Int.Input("fix_joins", default=0, min=0, max=64, optional=True,
+                                 tooltip="Join correction: carry the previous segment's colour statistics into each "
+                                         "new segment's first N frames, fading out (0 = off). docs/benchmarks.md "
+                                         "says whether it helps.")],
+            outputs=[io.Image.Output(display_name="images"),
+                     io.Video.Output(display_name="video", tooltip="The frames at the plan's frame rate (16 fps for "
+                                     "Wan2.1), ready for Save Video.")],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, plan, vae) -> io.NodeOutput:
+    def execute(cls, plan, vae, fix_joins=0) -> io.NodeOutput:
         comfy_vae = ComfyWanVAE(vae)
         statuses = plan.plan.statuses()
         missing = [k + 1 for k, s in enumerate(statuses) if s != "populated"]
@@ -196,5 +142,7 @@ class MMPLDecodeVideo(io.ComfyNode):
                 progress.step()
                 yield video
 
-        frames = [video_to_image(part) for part in stitch_stream(segments(), plan.plan.layout)]
-        return io.NodeOutput(torch.cat(frames))
+        stitched = stitch_stream(segments(), plan.plan.layout, loop=plan.plan.settings.loop, fix_joins=fix_joins)
+        images = torch.cat([video_to_image(part) for part in stitched])
+        return io.NodeOutput(images, video_value(images, plan.plan.settings.fps),
+                             ui=join_ui(plan.plan, images, node_id(cls)))

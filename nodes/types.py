@@ -37,12 +37,16 @@ class MMPLModelInfo:
     """A Wan2.1 diffusion model (ComfyUI ModelPatcher, MMPL weights patched in) and the segment layout it runs.
 
     text_encoder: the demo model's hashed encoder (plain-text prompts work without a CLIP); None for real models.
+    kv_cache: where the KV cache lives while sampling, "auto" (from the device's memory), "device" or "cpu" (same
+    results). kv_dtype: its storage for new plans, "compute" or "float8_e4m3fn" (a plan setting: it changes bits).
     """
 
     patcher: object
     layout: SegmentLayout
     name: str
     text_encoder: object | None = None
+    kv_cache: str = "auto"
+    kv_dtype: str = "compute"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,14 @@ class BridgeSettings:
 
 @dataclass(frozen=True)
 class DeviceSet:
-    """MMPL_DEVICES: the devices that populate segments in parallel (one model replica each)."""
+    """MMPL_DEVICES: the devices a run uses (one model replica each) and how it is scheduled. mode and
+    cfg_branches apply to plans made with them (they decide what is generated); policy None = chosen by simulation."""
 
     devices: tuple[str, ...]
     max_parallel: int
+    mode: str = "throughput"
+    cfg_branches: str = "batched"
+    policy: str | None = None
 
 
 @dataclass(frozen=True)

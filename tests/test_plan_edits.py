@@ -8,8 +8,6 @@ import torch
 from mmpl_core.edits import EditError, apply_edits, parse_edits
 from mmpl_core.populate import adopt_populated, plan_identity
 from mmpl_core.prompt_bank import PromptBank, embedding_label
-from mmpl_core.schedule import PopulateError, PopulateWorker, populate_parallel
-from mmpl_core.segment import SegmentSampler
 from mmpl_core.text import HashedTextEncoder
 
 from test_long_video import SETTINGS, pipe, planned  # noqa: F401 — shared fixtures
@@ -118,27 +116,7 @@ def test_pipeline_runs_on_a_prompt_bank_like_on_a_text_encoder(pipe):
     assert _equal(by_text.segments[0].latents, by_bank.segments[0].latents)
 
 
-# --- parallel populating and the populate cache -----------------------------------------------------------------
-def test_parallel_populate_equals_sequential_and_reports_failures(pipe, planned):
-    sequential = pipe.populate(planned)
-    config = planned.settings.sampler
-    workers = [PopulateWorker(f"w{i}", SegmentSampler(pipe.model, config), pipe.prompt_fn(config)) for i in range(2)]
-    finished, started = [], []
-    parallel = populate_parallel(planned, workers, on_segment=lambda k, p: finished.append(k),
-                                 on_start=lambda k, worker: started.append((k, worker)))
-    assert sorted(finished) == [0, 1, 2]
-    assert sorted(k for k, _ in started) == [0, 1, 2] and {w for _, w in started} <= {"w0", "w1"}
-    for a, b in zip(sequential.segments, parallel.segments):
-        assert _equal(a.latents, b.latents)
-
-    def broken(prompt):
-        raise RuntimeError("device lost")
-
-    bad = [PopulateWorker("gpu9", SegmentSampler(pipe.model, config), broken)]
-    with pytest.raises(PopulateError, match="worker gpu9 failed on segment 0: RuntimeError: device lost"):
-        populate_parallel(planned, bad)
-
-
+# --- the populate cache -----------------------------------------------------------------
 def test_adopt_populated_takes_matching_finished_segments_only(pipe, planned):
     populated = pipe.populate(planned, segments=[0, 2])
     assert plan_identity(planned) == plan_identity(populated)  # populating does not change what a plan means

@@ -67,26 +67,29 @@ def run_plan(
     max_retries: int = 2,
     on_segment: Callable[[int, Plan], None] | None = None,
     on_task: Callable[[Task, JobResult], None] | None = None,
+    on_start: Callable[[Task, tuple[int, ...]], None] | None = None,
 ) -> RunResult:
     """Plan, populate and decode `plan` on `pool`. prompt_of: text → Prompt (each prompt is encoded once, here).
 
     `costs` (measured or prior) choose the dispatch policy by simulation unless `policy` is given, and take in
     every measured task time. Raises ScheduleError after `max_retries` failed retries of one task.
+    `on_start(task, workers)` runs when a task is handed out, `on_task(task, result)` when it finished.
     """
     graph = build_graph(plan, decode=decode, segments=segments)
     costs = costs or CostModel.for_graph(graph, plan.layout, plan.settings.sampler.steps)
     split = any(t.splittable for t in graph.tasks) and getattr(pool, "supports_split", False)
     policy = policy or best_policy(graph, costs, len(pool.alive), split).policy
     runner = _Coordinator(graph, plan, pool, prompt_of, costs, Dispatcher(graph, costs, pool.size, policy, split),
-                          max_retries, on_segment, on_task)
+                          max_retries, on_segment, on_task, on_start)
     return runner.run()
 
 
 class _Coordinator:
     def __init__(self, graph: TaskGraph, plan: Plan, pool, prompt_of, costs, dispatcher, max_retries, on_segment,
-                 on_task):
+                 on_task, on_start):
         self.graph, self.plan, self.pool, self.prompt_of, self.costs = graph, plan, pool, prompt_of, costs
         self.dispatcher, self.max_retries, self.on_segment, self.on_task = dispatcher, max_retries, on_segment, on_task
+        self.on_start = on_start
         self.contexts: dict[int, object] = {}
         self.videos: dict[int, np.ndarray] = {}
         self.done: set[str] = set()
@@ -121,11 +124,22 @@ class _Coordinator:
             if task.kind == POPULATE and self._already_known(task):
                 self.done.add(task.name)  # a re-planned segment kept these frames
         ready = [t for t in ready if t.name not in self.done]
-        for task, workers in self.dispatcher.assign(ready, idle, chain_left):
+        assigned = self.dispatcher.assign(ready, idle, chain_left)
+        taken = {w for _, workers in assigned for w in workers}
+        deferred = []
+        for task, workers in assigned:
             avoid = self.avoid.get(task.name, set())
-            if avoid and len(self.pool.alive - avoid) >= len(workers) and set(workers) & avoid:
-                continue  # give the task to another worker next time round
+            if set(workers) & avoid:  # it failed there before: another idle worker, or wait for one to free up
+                free = [w for w in idle if w not in avoid and w not in taken]
+                if len(free) >= len(workers):
+                    workers = tuple(free[: len(workers)])
+                    taken.update(workers)
+                elif len(self.pool.alive - avoid) >= len(workers):
+                    deferred.append((task, workers))
+                    continue
             self._start(task, workers)
+        if deferred and not self.running:  # nothing else would ever free a better worker: try again where it failed
+            self._start(*deferred[0])
 
     def _already_known(self, task: Task) -> bool:
         seg = self.plan.segments[task.segment]
@@ -142,6 +156,8 @@ class _Coordinator:
         job = Job(task, sparse_plan(plan, keep), prompts, context)
         self.running[task.name] = {"workers": workers, "start": time.perf_counter() - self.t0, "pending": set(workers),
                                    "result": None}
+        if self.on_start is not None:
+            self.on_start(task, workers)
         if len(workers) == 2:
             first, second = workers
             self.pool.submit(first, replace(job, partner=second, branch=0))
@@ -196,10 +212,15 @@ class _Coordinator:
                     self.pool.kill(other)
         self.attempts[task.name] = self.attempts.get(task.name, 0) + 1
         self.avoid.setdefault(task.name, set()).add(worker)
-        self.report.retries.append(f"{task.name} on worker {worker}: {kind}")
+        where = self._worker_name(worker)
+        self.report.retries.append(f"{task.name} on {where}: {kind}")
         if self.attempts[task.name] > self.max_retries:
             raise ScheduleError(
                 f"task {task.name} (segment {task.segment + 1}) failed {self.attempts[task.name]} times; last on "
-                f"worker {worker}: {message.strip().splitlines()[-1] if message.strip() else kind}. Finished segments "
+                f"{where}: {message.strip().splitlines()[-1] if message.strip() else kind}. Finished segments "
                 "are saved; run again to resume."
             )
+
+    def _worker_name(self, worker: int) -> str:
+        devices = getattr(self.pool, "devices", None)
+        return f"worker {worker} ({devices[worker]})" if devices else f"worker {worker}"

@@ -30,6 +30,7 @@ class RunResult:
     status: dict  # history "status": status_str, completed, messages
     outputs: dict  # history "outputs": node id → UI outputs (images, …)
     messages: list[dict] = field(default_factory=list)  # every websocket JSON message, in order
+    binary: list[bytes] = field(default_factory=list)  # every binary websocket message (previews), in order
     error: dict | None = None  # the execution_error payload
     seconds: float = 0.0
 
@@ -72,13 +73,14 @@ class ComfyClient:
         )
         try:
             prompt_id = self.queue(prompt)
-            messages, error = [], None
+            messages, binary, error = [], [], None
             while True:
                 if time.monotonic() - start > timeout:
                     raise TimeoutError(f"prompt {prompt_id} not finished after {timeout} s; got {messages[-5:]}")
                 frame = ws.recv()
                 if not isinstance(frame, str):
-                    continue  # binary preview images
+                    binary.append(frame)  # preview images
+                    continue
                 message = json.loads(frame)
                 messages.append(message)
                 if on_message is not None:
@@ -98,6 +100,7 @@ class ComfyClient:
             status=history.get("status", {}),
             outputs=history.get("outputs", {}),
             messages=messages,
+            binary=binary,
             error=error,
             seconds=time.monotonic() - start,
         )

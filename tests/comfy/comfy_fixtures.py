@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -74,16 +75,19 @@ def comfy_install() -> Path:
     return COMFY_DIR
 
 
-@pytest.fixture(scope="session")
-def comfy_base_dir(tmp_path_factory) -> Path:
-    """The server's --base-directory: the pack linked in, the first-run tutorial marked done, nothing else."""
-    base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
+def prepare_base_dir(base: Path) -> Path:
+    """A server's --base-directory: the pack linked in, the first-run tutorial marked done, nothing else."""
+    (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / PACK).symlink_to(REPO, target_is_directory=True)
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     return base
+
+
+@pytest.fixture(scope="session")
+def comfy_base_dir(tmp_path_factory) -> Path:
+    return prepare_base_dir(tmp_path_factory.mktemp("comfy_base"))
 
 
 @pytest.fixture(scope="session")
@@ -96,43 +100,55 @@ def comfy_models(comfy_base_dir) -> Path:
     return models_dir
 
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_install, comfy_base_dir, comfy_models) -> Iterator[ComfyServer]:
-    """A ComfyUI server for the session, ready to serve (/system_stats answers) with the pack imported."""
+@contextmanager
+def serve(base_dir: Path, models_dir: Path | None = None, extra_args: tuple[str, ...] = ()) -> Iterator[ComfyServer]:
+    """A ComfyUI server on a free port over `base_dir` (see `prepare_base_dir`), ready to serve (/system_stats
+    answers) with the pack imported; stopped on exit. Raises RuntimeError if it does not come up."""
     import requests
     from client import ComfyClient
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = comfy_base_dir / "server.log"
+    log_path = base_dir / "server.log"
     command = [
-        str(PYTHON), str(comfy_install / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-        "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(comfy_base_dir),
-        "--database-url", "sqlite:///:memory:",
+        str(PYTHON), str(COMFY_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+        "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base_dir),
+        "--database-url", "sqlite:///:memory:", "--preview-method", "auto", *extra_args,
     ]
     start = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=comfy_base_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=base_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     try:
         while True:
             if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with rc={process.returncode} while starting:\n{log_tail(log_path)}")
+                raise RuntimeError(f"ComfyUI exited with rc={process.returncode} while starting:\n{log_tail(log_path)}")
             if time.monotonic() - start > STARTUP_TIMEOUT_S:
-                pytest.fail(f"ComfyUI did not answer /system_stats within {STARTUP_TIMEOUT_S} s:\n{log_tail(log_path)}")
+                raise RuntimeError(f"ComfyUI did not answer /system_stats within {STARTUP_TIMEOUT_S} s:\n"
+                                   f"{log_tail(log_path)}")
             try:
                 if requests.get(url + "/system_stats", timeout=2).ok:
                     break
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        server = ComfyServer(url, comfy_base_dir, log_path, comfy_models, ComfyClient(url), time.monotonic() - start)
+        server = ComfyServer(url, base_dir, log_path, models_dir or base_dir / "models", ComfyClient(url),
+                             time.monotonic() - start)
         failed = [line for line in server.log().splitlines() if "IMPORT FAILED" in line and PACK in line]
         if failed:
-            pytest.fail("ComfyUI could not import the pack:\n" + "\n".join(failed) + "\n" + log_tail(log_path))
+            raise RuntimeError("ComfyUI could not import the pack:\n" + "\n".join(failed) + "\n" + log_tail(log_path))
         yield server
     finally:
         stop_group(process)
 
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_install, comfy_base_dir, comfy_models) -> Iterator[ComfyServer]:
+    """A ComfyUI server for the session."""
+    try:
+        with serve(comfy_base_dir, comfy_models) as server:
+            yield server
+    except RuntimeError as err:
+        pytest.fail(str(err))

@@ -143,6 +143,13 @@ def test_plan_of_another_model_wrong_image_and_bad_edits_are_refused(comfy_serve
     message = error_of(comfy_server.client.run(with_output(edits, ["7", 0])))
     assert message.startswith("edits:") and "'../server.log' is not in ComfyUI's input folder" in message
 
+    bridged = demo_chain(2, seed=14)  # segment 2's first latents are the bridge's: an edit there would be overwritten
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(comfy_server.base_dir / "input" / "mmpl_red.png")
+    bridged["7"] = {"class_type": "MMPL_KeyframeEditor", "inputs": {"plan": ["6", 0], "vae": ["2", 0], "edits": (
+        '[{"op": "replace", "segment": 1, "frame": 0, "image": "mmpl_red.png"}]')}}
+    message = error_of(comfy_server.client.run(with_output(bridged, ["7", 0])))
+    assert message.startswith("edits:") and "frame 0 of segment 1 is one of the 2 latents the VAE bridge" in message
+
 
 def test_interrupted_populate_keeps_finished_segments_and_resumes(comfy_server):
     prompt = demo_chain(4, seed=21, steps=6)
@@ -165,3 +172,24 @@ def test_interrupted_populate_keeps_finished_segments_and_resumes(comfy_server):
     assert second.error is None
     maxima = {m["data"]["max"] for m in second.messages if m["type"] == "progress" and m["data"]["node"] == "7"}
     assert maxima == {per_segment * (4 - kept.count("populated"))}  # only the unfinished segments run again
+
+
+@pytest.mark.parametrize("kv_cache", ["auto", "cpu"])
+def test_model_management_is_told_what_sampling_needs_beyond_the_weights(comfy_server, kv_cache):
+    """Before sampling, MMPL passes model management the estimator's bytes beyond the weights (KV cache in its
+    placement, text K/V, the largest chunk's activations), so ComfyUI offloads weights to make room."""
+    from mmpl_core.layout import get_layout
+    from mmpl_core.memory import device_bytes_beyond_weights
+    from mmpl_core.model import WAN_CONFIGS
+
+    prompt = tiny_plan_prompt(NO_CHECKPOINT, seed=50 + len(kv_cache), width=48, height=32)
+    prompt["2"]["inputs"]["kv_cache"] = kv_cache
+    before = len(comfy_server.log())
+    assert comfy_server.client.run(prompt).error is None
+    placement = "device" if kv_cache == "auto" else "cpu"  # a CPU device always fits: auto keeps it there
+    line = f"MMPL plan at 48x32: KV cache on {placement}; "
+    [logged] = [entry for entry in comfy_server.log()[before:].splitlines() if line in entry]
+    reserved = int(logged.split(line)[1].split()[0])
+    expected = device_bytes_beyond_weights(WAN_CONFIGS["tiny"], get_layout("mmpl-t2v-13"), 32, 48, role="plan",
+                                           guidance=SAMPLING["cfg"], kv_cache=placement, nbytes=4)
+    assert reserved == expected > 0
