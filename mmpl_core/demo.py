@@ -26,6 +26,8 @@ class DemoBundle:
     steps: int
     shift: float
     guidance: float
+    text_context: int = 0  # the hashed encoder's context (0: words, 1: words and bigrams)
+    vocabulary: tuple[str, ...] = ()  # the words of the prompts it was trained on
 
     @classmethod
     def load(cls, mode: str = "mmpl", directory: Path = DEMO_DIR) -> "DemoBundle":
@@ -45,6 +47,7 @@ class DemoBundle:
             codec=directory / spec["codec"], layout=entry["layout"],
             text_len=int(spec["text_len"]), size=int(spec["size"]), steps=int(spec["steps"]),
             shift=float(spec["shift"]), guidance=float(spec["guidance"]),
+            text_context=int(spec.get("text_context", 0)), vocabulary=tuple(spec.get("vocabulary", ())),
         )
 
 
@@ -56,7 +59,21 @@ class DemoBundle:
 
         with safe_open(str(self.dit), "pt") as weights:
             dim = weights.get_slice("text_embedding.0.weight").get_shape()[1]
-        return HashedTextEncoder(dim=dim, text_len=self.text_len)
+        return HashedTextEncoder(dim=dim, text_len=self.text_len, context=self.text_context, vocabulary=self.vocabulary)
+
+
+def unknown_words_message(encoder, prompts) -> str | None:
+    """A warning naming the words (and word pairs) of `prompts` a demo model was never trained on, with the words it
+    knows; None when it knows them all, or has no vocabulary (any other model's encoder)."""
+    unknown: list[str] = []
+    for prompt in prompts:
+        unknown += [w for w in getattr(encoder, "unknown_words", lambda p: [])(prompt) if w not in unknown]
+    if not unknown:
+        return None
+    words = " ".join(sorted(w for w in encoder.vocabulary if " " not in w))
+    return (f"the demo model was trained on the synthetic world's prompts and never saw {', '.join(map(repr, unknown))}"
+            f"; it knows the words: {words} — e.g. \"two objects: a red circle and a yellow square bounce over a navy "
+            "to black gradient, the camera pans left\"")
 
 
 def available(directory: Path = DEMO_DIR) -> bool:

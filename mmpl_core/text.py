@@ -48,14 +48,16 @@ class HashedTextEncoder:
         return _TOKEN.findall(prompt.lower())[: self.text_len]
 
     def unknown_words(self, prompt: str) -> list[str]:
-        """Words of `prompt` outside the vocabulary, in order of first use (none when no vocabulary is set)."""
+        """Words of `prompt` outside the vocabulary, then (when the vocabulary holds word pairs) pairs of known words
+        it never saw together ("blue to"), in order of first use; none when no vocabulary is set."""
         if not self.vocabulary:
             return []
-        seen = []
-        for token in self.tokens(prompt):
-            if token not in self.vocabulary and token not in seen:
-                seen.append(token)
-        return seen
+        tokens = self.tokens(prompt)
+        unknown = [t for t in tokens if t not in self.vocabulary]
+        if any(" " in entry for entry in self.vocabulary):
+            unknown += [f"{a} {b}" for a, b in zip(tokens, tokens[1:])
+                        if a in self.vocabulary and b in self.vocabulary and f"{a} {b}" not in self.vocabulary]
+        return list(dict.fromkeys(unknown))
 
     def _token_vector(self, token: str) -> torch.Tensor:
         if token not in self._vectors:

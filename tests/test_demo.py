@@ -33,7 +33,7 @@ def test_demo_bundle_is_shipped_small_and_comfyui_loadable(mode):
 def test_demo_generate_runs(tmp_path, mode):
     out = tmp_path / "demo.mp4"
     model = {"mmpl": "demo", "ar": "demo:ar"}[mode]
-    assert main(["generate", "--model", model, "--prompt", "a red circle bounces over a blue to black gradient",
+    assert main(["generate", "--model", model, "--prompt", "one object: a red circle bounces over a navy to black gradient",
                  "--segments", "2", "--steps", "3", "--out", str(out)]) == 0
     layout = get_layout(demo.DemoBundle.load(mode).layout)
     assert count_mp4_frames(out) == stitched_frame_count(layout, 2)
@@ -43,3 +43,21 @@ def test_demo_generate_runs(tmp_path, mode):
 def test_demo_refuses_a_foreign_vae(tmp_path):
     with pytest.raises(SystemExit, match="own VAE"):
         main(["segment", "--vae", str(tmp_path), "--steps", "1"])
+
+
+def test_demo_warns_about_words_it_never_saw(tmp_path, capsys):
+    """The demo knows its synthetic world's words and word pairs; anything else is named, with the words it knows.
+    In-grammar prompts pass silently; other models (no vocabulary) are never warned about."""
+    encoder = demo.DemoBundle.load("mmpl").text_encoder()
+    good = "two objects: a red circle and a yellow square bounce over a navy to black gradient, the camera pans left"
+    assert demo.unknown_words_message(encoder, [good]) is None
+    message = demo.unknown_words_message(encoder, ["a dog runs over a blue to black gradient"])
+    assert message.startswith("the demo model was trained on the synthetic world's prompts and never saw 'dog', "
+                              "'runs', 'blue to'") and "maroon navy" in message
+    from mmpl_core.text import HashedTextEncoder
+
+    assert demo.unknown_words_message(HashedTextEncoder(dim=8), ["a dog"]) is None
+    assert main(["plan", "--prompt", "a dog runs", "--segments", "1", "--steps", "1",
+                 "--plan-dir", str(tmp_path / "p")]) == 0
+    assert "mmpl: warning: the demo model was trained on the synthetic world's prompts and never saw 'dog', 'runs'" \
+        in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -173,6 +174,10 @@ def build_pipeline(args: argparse.Namespace):
             raise CLIError("--model demo comes with its own VAE and layout; leave out --vae/--layout")
         if getattr(args, "negative_prompt", None) is not None:
             pipe.negative_prompt = args.negative_prompt
+        prompts = [*(getattr(args, "prompt", None) or ()), *filter(None, [getattr(args, "set_prompt", None)])]
+        warning = demo.unknown_words_message(pipe.text_encoder, prompts)
+        if warning:
+            print(f"mmpl: warning: {warning}", file=sys.stderr)
         layers = pipe.model.config.num_layers
         if args.weight_dtype != "compute" or args.blocks_on_device not in ("auto", str(layers)):
             raise CLIError("--weight-dtype and --blocks-on-device apply to --wan, random:SIZE and checkpoint files; "

@@ -96,6 +96,20 @@ def scene_prompt(scene: Scene) -> str:
     return text
 
 
+def prompt_vocabulary(scenes: int = 20_000, seed: int = 0) -> tuple[str, ...]:
+    """The words and word pairs ("red circle", "navy to") of the prompts of `scenes` random scenes, as the hashed
+    text encoder splits and lowercases them: what a demo model trained on this world has seen."""
+    from ..text import HashedTextEncoder
+
+    tokenize = HashedTextEncoder(dim=1).tokens
+    seen: set[str] = set()
+    for i in range(scenes):
+        tokens = tokenize(scene_prompt(sample_scene(seed * 1_000_003 + i)))
+        seen.update(tokens)
+        seen.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))
+    return tuple(sorted(seen))
+
+
 def _bounce(p0: float, v: float, lo: float, hi: float, t: torch.Tensor) -> torch.Tensor:
     """Position at frames t of a point moving at v from p0 and reflecting off lo and hi (a triangle wave)."""
     span = max(hi - lo, 1e-6)
