@@ -12,8 +12,11 @@ stock "Load Diffusion Model" detects them:
 - diffusion_models/tiny_wan_t2v_scaled_fp8.safetensors — the base in ComfyUI's scaled-fp8 format (`scaled_fp8`
   marker, fp8 Linear weights with a `scale_weight` each, like wan2.1_t2v_14B_fp8_scaled.safetensors), and
   tiny_wan_t2v_mmpl_merged_scaled_fp8.safetensors, the merged weights in that format;
-- loras/tiny_wan_lora.safetensors — a rank-4 LoRA on every attention and feed-forward Linear.
+- loras/tiny_wan_lora.safetensors — a rank-4 LoRA on every attention and feed-forward Linear;
+- tiny stand-ins under the file names of the real-model templates (`STAND_INS`: Wan2.1-T2V-14B in fp8, the
+  authors' MMPL checkpoints, the Wan VAE, a speed LoRA), which their API twins load.
 """
+import shutil
 from pathlib import Path
 
 import torch
@@ -34,6 +37,11 @@ TINY_SCALED_FP8 = "tiny_wan_t2v_scaled_fp8.safetensors"
 TINY_MERGED_SCALED_FP8 = "tiny_wan_t2v_mmpl_merged_scaled_fp8.safetensors"
 TINY_LORA = "tiny_wan_lora.safetensors"
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+# The real-model templates' files (ComfyUI's own Wan2.1 template names; the authors' checkpoint names).
+WAN_14B_FP8 = "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+MMPL_T2V, MMPL_I2V = "t2v_14B_8k.pt", "i2v_14B_6k.pt"
+SPEED_LORA = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"
 COMFY_PREFIX = "model.diffusion_model."
 
 
@@ -100,3 +108,18 @@ def populate_models(models_dir: Path) -> None:
     wrong = WanConfig(dim=128, ffn_dim=512, num_heads=1, num_layers=2)
     save_wan_safetensors(build_random_model(wrong, seed=2), models_dir / "mmpl" / WRONG_SHAPE)
     save_wan_safetensors(i2v_state_dict(tiny), models_dir / "diffusion_models" / TINY_I2V, prefix=COMFY_PREFIX)
+    populate_stand_ins(models_dir, tiny, mmpl)
+
+
+def populate_stand_ins(models_dir: Path, base: dict[str, torch.Tensor], mmpl: dict[str, torch.Tensor]) -> None:
+    """The real-model templates' files, tiny: the base in fp8 (as the real file), the MMPL checkpoints in the
+    authors' format (the I2V one has no generator_ema, as the real one), the demo's tiny Wan VAE, a LoRA."""
+    from mmpl_core.demo import DemoBundle
+
+    save_wan_safetensors(base, models_dir / "diffusion_models" / WAN_14B_FP8, dtype=torch.float8_e4m3fn,
+                         prefix=COMFY_PREFIX)
+    generator = {"model." + k: v for k, v in mmpl.items()}
+    torch.save({"generator": generator, "generator_ema": generator}, models_dir / "mmpl" / MMPL_T2V)
+    torch.save({"generator": generator}, models_dir / "mmpl" / MMPL_I2V)
+    shutil.copyfile(DemoBundle.load("mmpl").vae, models_dir / "vae" / WAN_VAE)
+    save_file(lora_state_dict(base), str(models_dir / "loras" / SPEED_LORA))

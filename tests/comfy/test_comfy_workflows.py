@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from workflow_format import api_to_ui, ui_to_api
+from workflow_format import MODEL_DOWNLOADS, api_to_ui, ui_to_api, with_defaults
 
 from mmpl_core.keyframes import contact_sheet
 from mmpl_core.layout import get_layout
@@ -34,6 +34,8 @@ NODE_IDS = {
 }
 
 STRIP_NODES = {"MMPL_MicroPlanner", "MMPL_MacroChain", "MMPL_KeyframePreview", "MMPL_KeyframeEditor"}
+REAL_MODEL = "mmpl_wan14b_"  # templates over the real Wan2.1-T2V-14B files; their twins run on tiny stand-ins
+STAND_IN_SIZE, STAND_IN_STEPS = 64, 4  # the tiny stand-ins run the templates at 64×64, with at most 4 steps
 
 pytestmark = pytest.mark.comfy
 
@@ -86,7 +88,8 @@ def test_example_workflows_match_their_api_twins(object_info):
             for (cls, field), _ in MACHINE_SPECIFIC.items():
                 if node["class_type"] == cls:
                     node["inputs"][field] = prompt[next(k for k, v in prompt.items() if v["class_type"] == cls)]["inputs"][field]
-        strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
+        strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]}  # noqa: E731
+                           for k, v in with_defaults(p, object_info).items()}
         assert strip(converted) == strip(prompt), name
         assert REGENERATE or (EXAMPLES / f"{name}.jpg").exists(), f"{name}.jpg thumbnail missing"
 
@@ -95,12 +98,62 @@ def _segments(prompt: dict) -> tuple[int, str]:
     chain = next(v for v in prompt.values() if v["class_type"] == "MMPL_MacroChain")
     model = next(v for v in prompt.values() if v["class_type"] == "MMPL_Model")
     layout = model["inputs"]["layout"]
-    return chain["inputs"]["segments"], "mmpl-t2v-13" if layout == "auto" else layout
+    if layout == "auto":  # the demo's own layout, or Wan's for a Wan model with an MMPL checkpoint
+        layout = "mmpl-t2v-13" if model["inputs"]["checkpoint"].startswith("demo") else "wan-t2v"
+    return chain["inputs"]["segments"], layout
+
+
+def test_real_model_templates_carry_download_notes(object_info):
+    """Every model file a real-model template loads comes with its download (name, url, models/ folder), as in
+    ComfyUI's own templates, so the frontend can offer the missing ones."""
+    real = [t for t in TWINS if t.name.startswith(REAL_MODEL)]
+    assert len(real) == 3
+    for twin in real:
+        example = load(EXAMPLES / twin.name.replace("_api.json", ".json"))
+        notes = {m["name"]: m for n in example["nodes"] for m in n.get("properties", {}).get("models", [])}
+        files = {v.rpartition("/")[2] for n in example["nodes"] for v in n["widgets_values"] if isinstance(v, str)}
+        assert files & set(MODEL_DOWNLOADS) == set(notes), twin.name
+        for name, note in notes.items():
+            assert (note["url"], note["directory"]) == MODEL_DOWNLOADS[name] and note["url"].endswith("/" + name)
+
+
+def cpu_stand_in(prompt: dict) -> dict:
+    """A real-model template as the tests run it on the tiny stand-ins (tests/comfy/models.py): the text as a
+    CONDITIONING of the right width (umT5-XXL has no tiny stand-in, so CLIP Loader + CLIP Text Encode become MMPL
+    Demo Text Encode), at 64×64 and with at most 4 steps (CI time); everything else — files, layout, segments, CFG,
+    sampler, nodes — as in the template."""
+    out = {}
+    for nid, node in prompt.items():
+        node = json.loads(json.dumps(node))
+        if node["class_type"] == "CLIPLoader":
+            continue
+        if node["class_type"] == "CLIPTextEncode":
+            node = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": node["inputs"]["text"]}}
+        if node["class_type"] in ("MMPL_MacroChain", "ImageScale"):
+            node["inputs"].update(width=STAND_IN_SIZE, height=STAND_IN_SIZE)
+        if "steps" in node["inputs"]:
+            node["inputs"]["steps"] = min(node["inputs"]["steps"], STAND_IN_STEPS)
+        out[nid] = node
+    return out
+
+
+def video_frames(client, output: dict) -> tuple[int, tuple[int, int]]:
+    """Frame count and size of the mp4 a Save Video node wrote."""
+    import av
+
+    [saved] = output["images"]
+    data = client.view(saved["filename"], saved["subfolder"], saved["type"])
+    assert saved["filename"].endswith(".mp4")
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f for f in container.decode(video=0)]
+    return len(frames), (frames[0].width, frames[0].height)
 
 
 @pytest.mark.parametrize("twin", TWINS, ids=lambda p: p.name.removesuffix("_api.json"))
 def test_example_workflow_runs(comfy_server, first_frame, twin):
     prompt = load(twin)
+    if twin.name.startswith(REAL_MODEL):
+        prompt = cpu_stand_in(prompt)
     result = comfy_server.client.run(prompt, timeout=600)
     assert result.error is None, result.error
     assert result.status.get("status_str") == "success"
@@ -109,18 +162,23 @@ def test_example_workflow_runs(comfy_server, first_frame, twin):
     assert mmpl_sampling <= progress_nodes, "every sampling node reports progress"
     print(f"{twin.name}: {result.seconds:.1f} s")
 
-    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveAnimatedWEBP")
-    [video] = result.outputs[save]["images"]
-    frames = Image.open(io.BytesIO(comfy_server.client.view(video["filename"], video["subfolder"], video["type"])))
     segments, layout = _segments(prompt)
-    assert frames.n_frames == stitched_frame_count(get_layout(layout), segments)
-    assert frames.size == (64, 64)
+    expected = stitched_frame_count(get_layout(layout), segments)
+    frames = None
+    for save in (k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "SaveVideo")):
+        if prompt[save]["class_type"] == "SaveVideo":  # an mp4 through ComfyUI's own video nodes
+            assert video_frames(comfy_server.client, result.outputs[save]) == (expected, (64, 64))
+            continue
+        [video] = result.outputs[save]["images"]
+        frames = Image.open(io.BytesIO(comfy_server.client.view(video["filename"], video["subfolder"], video["type"])))
+        assert frames.n_frames == expected and frames.size == (64, 64)
+    assert any(v["class_type"] in ("SaveAnimatedWEBP", "SaveVideo") for v in prompt.values())
 
     strips = [k for k, v in prompt.items() if v["class_type"] in STRIP_NODES]
     assert strips and all(k in result.outputs for k in strips), "every planner, preview and editor shows a strip"
     for node in strips:
         check_strip(result.outputs[node], segments, get_layout(layout))
-    if REGENERATE:
+    if REGENERATE and not twin.name.startswith(REAL_MODEL):  # real-model thumbnails show the graph (browser test)
         preview = [k for k, v in prompt.items() if v["class_type"] == "MMPL_KeyframePreview"]
         if preview:
             thumb = Image.fromarray(strip_sheet(comfy_server.client, result.outputs[preview[-1]], get_layout(layout)))
