@@ -76,16 +76,20 @@ class MMPLKeyframeEditor(io.ComfyNode):
             display_name="MMPL Keyframe Editor",
             category=CATEGORY,
             description="Applies hand edits to a plan: lock a segment, re-roll it with a new seed, change its prompt, "
-                        "or replace a keyframe by an image. Feed the result to MacroChain's plan input to re-plan "
+                        "replace a keyframe by an image, or give a keyframe target (an image, or a keyframe of an "
+                        "earlier segment, as a segment's mid or terminal keyframe: the segment is planned anew with "
+                        "it held, so its plan bends toward it). Feed the result to MacroChain's plan input to re-plan "
                         "from the first edited segment.",
             inputs=[
                 MMPLPlan.Input("plan"),
                 io.String.Input("edits", multiline=True, default=EDITS_EXAMPLE,
-                                tooltip='JSON: {"edits": [{"op": "lock"|"unlock"|"reroll"|"prompt"|"replace", '
+                                tooltip='JSON: {"edits": [{"op": "lock"|"unlock"|"reroll"|"prompt"|"replace"|"target", '
                                         '"segment": 0-based, "seed", "text", "frame": latent index, "image": index '
-                                        'into images or an input file name}]}'),
+                                        'into images or an input file name; target: "role": "mid"|"terminal" (or '
+                                        '"frame"), and "image" or "from": [segment, frame]}]}'),
                 io.Vae.Input("vae", optional=True, tooltip="Encodes replacement images."),
-                io.Image.Input("images", optional=True, tooltip="Replacement keyframe images."),
+                io.Image.Input("images", optional=True, tooltip="Replacement and target keyframe images (\"image\": "
+                               "their index in this batch)."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes edited prompts (without it the demo "
                               "models' hashed encoder reads the text)."),
             ],

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from join_checks import check_joins, check_saved_targets, loops
 from workflow_format import MODEL_DOWNLOADS, api_to_ui, ui_to_api, with_defaults
 
 from mmpl_core.keyframes import contact_sheet
@@ -163,7 +164,7 @@ def test_example_workflow_runs(comfy_server, first_frame, twin):
     print(f"{twin.name}: {result.seconds:.1f} s")
 
     segments, layout = _segments(prompt)
-    expected = stitched_frame_count(get_layout(layout), segments)
+    expected = stitched_frame_count(get_layout(layout), segments, loop=loops(prompt))
     frames = None
     for save in (k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "SaveVideo")):
         if prompt[save]["class_type"] == "SaveVideo":  # an mp4 through ComfyUI's own video nodes
@@ -178,6 +179,8 @@ def test_example_workflow_runs(comfy_server, first_frame, twin):
     assert strips and all(k in result.outputs for k in strips), "every planner, preview and editor shows a strip"
     for node in strips:
         check_strip(result.outputs[node], segments, get_layout(layout))
+    check_joins(prompt, result.outputs, segments)
+    check_saved_targets(prompt, comfy_server.base_dir / "output", get_layout(layout))
     if REGENERATE and not twin.name.startswith(REAL_MODEL):  # real-model thumbnails show the graph (browser test)
         preview = [k for k, v in prompt.items() if v["class_type"] == "MMPL_KeyframePreview"]
         if preview:

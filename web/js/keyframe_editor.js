@@ -200,6 +200,7 @@ export class KeyframeEditor {
       if (edit.op === "reroll") badge(`re-roll · seed ${edit.seed}`, "Re-planned with this seed on the next run");
       if (edit.op === "prompt") badge(`prompt: ${edit.text}`, edit.text);
       if (edit.op === "replace") badge(`f${edit.frame} replaced`, `Image ${edit.image}`);
+      if (edit.op === "target") badge(`${edit.role ?? `f${edit.frame}`} target`, edit.from ? `Keyframe f${edit.from[1]} of S${edit.from[0] + 1}` : `Image ${edit.image}`);
     }
     if (mine.some((e) => REGENERATE.has(e.op))) row.dataset.pending = "regenerate";
     if (mine.length) row.dataset.edited = "true";

@@ -70,6 +70,24 @@ export class KeyframeStrip {
     return this.data?.plan?.id ?? null;
   }
 
+  /** Join scores of this plan's video ({joins: [{join, after, seam, seam_block, colour_step, flagged}]}, sent by
+   *  Content Populator and Decode Video: nodes/join_ui.py): each row shows the join into it, marked when flagged. */
+  setJoins(report) {
+    this.joins = new Map((report?.joins ?? []).map((j) => [j.after, j]));
+    this.render();
+  }
+
+  joinChip(k) {
+    const join = this.joins?.get(k);
+    if (!join) return null;
+    return el("span", {
+      class: `mmpl-chip mmpl-join${join.flagged ? " mmpl-join-flagged" : ""}`, "data-join": join.join,
+      "data-flagged": String(join.flagged), text: `${join.flagged ? "⚠ " : ""}join ${join.seam_block.toFixed(1)}× · ΔE ${join.colour_step.toFixed(1)}`,
+      title: `join ${join.join}: seam ${join.seam.toFixed(2)} (${join.seam_block.toFixed(2)} against latent boundaries), `
+             + `colour step ${join.colour_step.toFixed(2)} ΔE00`,
+    });
+  }
+
   /** The `ui` of an executed node: {mmpl_plan: [plan], mmpl_segments: [...], mmpl_keyframes: [...]}.
    *  statuses: live populate statuses to show ({segment: {status, worker}}, from `saved()`); missing: image files
    *  the server no longer has (shown as placeholders instead of broken images). */
@@ -193,6 +211,7 @@ export class KeyframeStrip {
       el("span", { class: "mmpl-seed", text: `seed ${segment.seed}` }),
       status,
       segment.locked ? el("span", { class: "mmpl-chip mmpl-locked", text: "locked" }) : null,
+      this.joinChip(k),
       changed === true ? el("span", { class: "mmpl-chip mmpl-changed", text: "changed" }) : null,
       changed === false ? el("span", { class: "mmpl-chip", text: "kept" }) : null,
       segment.prompt ? el("span", { class: "mmpl-seed", title: segment.prompt, text: `“${segment.prompt.slice(0, 40)}”` }) : null,
