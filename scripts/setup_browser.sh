@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Set up what the browser tests (tests/browser/) drive: Debian's Chromium (apt-get install chromium when
-# /usr/bin/chromium is missing; Playwright's own browser download is never used) and the npm package playwright-core
-# in .browser/node_modules (git-ignored). Re-running is cheap: nothing is done again unless this script changed or
-# the package is missing. MMPL_CHROMIUM may name another Chromium binary.
+# /usr/bin/chromium is missing; Playwright's own browser download is never used), the npm package playwright-core
+# in .browser/node_modules, and a newer ComfyUI frontend than the one ComfyUI 0.3.75 brings: PyPI's
+# comfyui-frontend-package, pinned, its static files in .browser/frontend/static (served with --front-end-root).
+# Everything goes to .browser/ (git-ignored). Re-running is cheap: nothing is done again unless this script changed
+# or something is missing. MMPL_CHROMIUM may name another Chromium binary.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$ROOT/.browser"
 STAMP="$DIR/.mmpl-browser-stamp"
 CHROMIUM="${MMPL_CHROMIUM:-/usr/bin/chromium}"
 PLAYWRIGHT_VERSION="1.65.1"  # needs Node >= 20
+FRONTEND_VERSION="1.58.1"    # the newest comfyui-frontend-package on PyPI (December 2026)
+FRONTEND="$DIR/frontend"
+PY="$ROOT/.venv/bin/python"  # made by scripts/setup_env.sh
 
 log() { echo "[setup-browser] $*" >&2; }
 
@@ -36,7 +41,8 @@ if (( $(node -p 'process.versions.node.split(".")[0]') < 20 )); then
   exit 1
 fi
 
-if [[ -f "$DIR/node_modules/playwright-core/package.json" && "$(cat "$STAMP" 2>/dev/null)" == "$(sha256sum < "${BASH_SOURCE[0]}")" ]]; then
+if [[ -f "$DIR/node_modules/playwright-core/package.json" && -f "$FRONTEND/static/index.html" \
+      && "$(cat "$STAMP" 2>/dev/null)" == "$(sha256sum < "${BASH_SOURCE[0]}")" ]]; then
   exit 0
 fi
 log "installing playwright-core@$PLAYWRIGHT_VERSION into $DIR"
@@ -44,4 +50,26 @@ mkdir -p "$DIR"
 [[ -f "$DIR/package.json" ]] || echo '{"name": "mmpl-browser-tests", "private": true}' > "$DIR/package.json"
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error \
   "playwright-core@$PLAYWRIGHT_VERSION" >&2
+
+log "unpacking comfyui-frontend-package==$FRONTEND_VERSION (PyPI) into $FRONTEND"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+"$PY" -m pip download --quiet --no-deps --dest "$WORK" "comfyui-frontend-package==$FRONTEND_VERSION" >&2
+rm -rf "$FRONTEND"
+"$PY" - "$(ls "$WORK"/*.whl)" "$FRONTEND" "$FRONTEND_VERSION" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+
+wheel, target, version = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+prefix = "comfyui_frontend_package/static/"
+with zipfile.ZipFile(wheel) as zf:
+    members = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
+    if not members:
+        sys.exit(f"{wheel} holds no {prefix}")
+    for member in members:
+        path = target / "static" / member.filename[len(prefix):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(zf.read(member))
+(target / "version").write_text(version + "\n")
+EOF
 sha256sum < "${BASH_SOURCE[0]}" > "$STAMP"
