@@ -97,7 +97,7 @@ class MMPLContentPopulator(io.ComfyNode):
         except ValueError as err:
             raise ValueError(f"plan: {err}") from err
         current, _ = run_scheduled(mmpl_model, pipeline, current, devices, node_id(cls), populate=todo, store=store,
-                                   shown=chosen)
+                                   shown=chosen, replan=False)
         latents = torch.stack([current.segments[k].latents.latents for k in chosen])
         done = vae is not None and all(s == "populated" for s in current.statuses())
         shown = decoded_join_ui(current, ComfyWanVAE(vae), node_id(cls)) if done else None

@@ -77,6 +77,10 @@ class MMPLMultiGPUScheduler(io.ComfyNode):
                 raise ValueError(f"devices: {name!r} is not a torch device ({err})") from None
             if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
                 raise ValueError(f"devices: {name} is not available on this machine")
+        repeated = sorted({n for n in names if names.count(n) > 1 and torch.device(n).type != "cpu"})
+        if repeated:
+            raise ValueError(f"devices: {', '.join(repeated)} listed more than once; give each GPU once (its workers "
+                             "would share one model and race on it)")
         return io.NodeOutput(DeviceSet(names, max_parallel or len(names), mode, cfg_branches,
                                        None if policy == AUTO_POLICY else policy))
 
@@ -97,17 +101,17 @@ def worker_engines(model, pipeline, devices: DeviceSet | None) -> tuple[list[Eng
     return engines, names
 
 
-def plan_steps(plan: Plan, segments=()) -> int:
+def plan_steps(plan: Plan, segments=(), replan: bool = True) -> int:
     """Denoising steps the task graph of `plan` holds (a progress bar's total)."""
-    graph = build_graph(plan, decode=False, segments=list(segments))
+    graph = build_graph(plan, decode=False, segments=list(segments), replan=replan)
     steps = plan.settings.sampler.steps
     return sum(steps * len(t.groups) for t in graph.tasks if t.kind in (PLAN, POPULATE))
 
 
 def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_id, *, populate=(), store=None,
-                  shown=()):
+                  shown=(), replan: bool = True):
     """Plan what `plan` still needs and populate `populate` (segment indices) on the devices; returns the plan and
-    a summary of the run (`schedule_summary`).
+    a summary of the run (`schedule_summary`). replan False: populate only, the plan as it is (Content Populator).
 
     Each finished plan or populate task is saved to `store` (a PlanStore) at once, so a cancel or a failure keeps
     it; the strips' live status shows the segments in `shown` (planned → populating on … → done); a device that
@@ -115,7 +119,7 @@ def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_i
     stops every device at its next step.
     """
     engines, names = worker_engines(model, pipeline, devices)
-    progress = NodeProgress(plan_steps(plan, populate), node_id, pipeline)
+    progress = NodeProgress(plan_steps(plan, populate, replan), node_id, pipeline)
     status = SegmentProgress(plan, node_id)
     finished = {k for k in shown if plan.status(k) == "populated"}
     for k in shown:
@@ -139,20 +143,21 @@ def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_i
                       torch_threads=1 if cpu else None)
     try:
         result = run_plan(plan, pool, pipeline.prompt_fn(plan.settings.sampler), decode=False, segments=list(populate),
-                          policy=devices.policy if devices is not None else None, on_segment=saved, on_start=started)
+                          replan=replan, policy=devices.policy if devices is not None else None, on_segment=saved,
+                          on_start=started)
         progress.finish()
     finally:
         pool.close()
         pipeline.on_denoised = None
         for k in sorted(set(shown) - finished):  # cancelled or failed: back to planned
             status.send(k, "planned")
-    return result.plan, schedule_summary(plan, populate, result, names)
+    return result.plan, schedule_summary(plan, populate, replan, result, names)
 
 
-def schedule_summary(plan: Plan, populate, result, names) -> dict:
+def schedule_summary(plan: Plan, populate, replan: bool, result, names) -> dict:
     """What a run did, for the node's UI and the benchmark: devices, policy, tasks, the real makespan, and the core
     simulator's makespan for the same graph with the task times this run measured."""
-    graph = build_graph(plan, decode=False, segments=list(populate))
+    graph = build_graph(plan, decode=False, segments=list(populate), replan=replan)
     split = any(t.splittable for t in graph.tasks)
     simulated = simulate(graph, result.costs, len(names), result.report.policy, split).makespan if len(graph) else 0.0
     return {"devices": list(names), "policy": result.report.policy, "tasks": len(result.report.records),

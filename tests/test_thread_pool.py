@@ -7,6 +7,7 @@ import copy
 import threading
 
 import pytest
+import torch
 
 from mmpl_core.pipeline import MMPLPipeline
 from mmpl_core.plan_store import PlanStore
@@ -105,3 +106,16 @@ def test_a_host_cancel_stops_every_thread_and_the_run_resumes(demo, tmp_path):
     assert "populated" not in saved.statuses() or saved.statuses() != ["populated"] * 3
     resumed = _run_sequential(pipe, saved, on_segment=lambda k, p: store.save(p))
     assert _same(reference, resumed)
+
+
+def test_populating_a_reviewed_plan_keeps_locked_segments_as_they_are(demo):
+    """A plan with a hand-locked segment (Keyframe Editor) is populated as it is: no planning task, no bridge."""
+    _, pipe = demo
+    planned = _run_sequential(pipe, pipe.new_plan([PROMPT], 2, settings()), segments=[], decode=False).plan
+    locked = planned.lock(1)
+    result, _ = run_threads(pipe, locked, replicas(pipe, 1), decode=False, replan=False)
+    assert {r.task.split("[")[0] for r in result.report.records} == {"head", "tail"}
+    assert result.plan.statuses() == ["populated", "populated"]
+    for k in (0, 1):
+        assert torch.equal(result.plan.segments[k].latents.latents[:, list(planned.layout.keyframes)],
+                           planned.segments[k].latents.latents[:, list(planned.layout.keyframes)])

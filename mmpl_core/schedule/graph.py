@@ -82,14 +82,18 @@ def mode_of(plan: Plan) -> str:
     return next(mode for mode, handoff in MODES.items() if handoff == plan.settings.handoff)
 
 
-def build_graph(plan: Plan, *, decode: bool = True, segments: Sequence[int] | None = None) -> TaskGraph:
+def build_graph(
+    plan: Plan, *, decode: bool = True, segments: Sequence[int] | None = None, replan: bool = True
+) -> TaskGraph:
     """The tasks that take `plan` from its current state to finished (and decoded) segments.
 
     Planning restarts at `plan.replan_start()` (the first segment not planned, or a locked, hand-edited one) and
     runs to the end, since each plan depends on the one before. `segments` limits populating and decoding.
+    replan False takes the plan as it is (a locked segment's plan stays as it is, not re-chained): no planning
+    tasks, for populating a reviewed plan; every segment it populates must be planned.
     """
     layout, count = plan.layout, len(plan)
-    start = plan.replan_start()
+    start = plan.replan_start() if replan else count
     wanted = range(count) if segments is None else sorted(set(segments))
     tasks: list[Task] = []
     for k in range(start, count):

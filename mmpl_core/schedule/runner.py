@@ -64,6 +64,7 @@ def run_plan(
     policy: str | None = None,
     decode: bool = True,
     segments=None,
+    replan: bool = True,
     max_retries: int = 2,
     on_segment: Callable[[int, Plan], None] | None = None,
     on_task: Callable[[Task, JobResult], None] | None = None,
@@ -74,8 +75,9 @@ def run_plan(
     `costs` (measured or prior) choose the dispatch policy by simulation unless `policy` is given, and take in
     every measured task time. Raises ScheduleError after `max_retries` failed retries of one task.
     `on_start(task, workers)` runs when a task is handed out, `on_task(task, result)` when it finished.
+    replan False: only populate (and decode) planned segments, also locked ones (see `build_graph`).
     """
-    graph = build_graph(plan, decode=decode, segments=segments)
+    graph = build_graph(plan, decode=decode, segments=segments, replan=replan)
     costs = costs or CostModel.for_graph(graph, plan.layout, plan.settings.sampler.steps)
     split = any(t.splittable for t in graph.tasks) and getattr(pool, "supports_split", False)
     policy = policy or best_policy(graph, costs, len(pool.alive), split).policy

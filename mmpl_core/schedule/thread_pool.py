@@ -106,6 +106,12 @@ class ThreadPool:
         return _QueueExchange(mine, theirs, job.branch, lambda: self._stop.is_set() or worker in self._retired)
 
     def _work(self, worker: int, engine: Engine) -> None:
+        try:
+            device = torch.device(self.devices[worker])
+        except RuntimeError:  # a label, not a device name
+            device = None
+        if device is not None and device.type == "cuda":
+            torch.cuda.set_device(device)  # the current device is per thread: allocations land on the worker's own
         with self._context():
             while True:
                 job = self._jobs[worker].get()
