@@ -122,6 +122,10 @@ def patch_in_weights(patcher, weights: dict[str, torch.Tensor], *, mechanism: st
         raise ValueError(f"mechanism must be 'auto', 'object' or 'set', got {mechanism!r}")
     objects = set(weights) if mechanism == "object" else unpatchable_parameters(patcher.model.diffusion_model)
     patched = patcher.clone()
+    if mechanism == "object":
+        # LoRAs are then written into the object-patched parameters themselves: a later load of the same clone
+        # re-applies object patches without re-patching weights, and would otherwise drop the LoRA.
+        patched.weight_inplace_update = True
     sets = {}
     for key, value in weights.items():
         if isinstance(value, ScaledWeight):

@@ -54,3 +54,7 @@ def test_a_lora_in_front_of_mmpl_model_applies_on_top(probe, case):
 
 def test_changing_the_checkpoint_over_one_loaded_base_takes_effect(probe):
     assert probe["swap"]["plan_rel"] <= PLAN_TOLERANCE
+
+
+def test_loading_the_patched_model_again_keeps_the_lora(probe):
+    assert probe["reload"]["changed"] == 0

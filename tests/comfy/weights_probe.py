@@ -183,6 +183,18 @@ def swap_case() -> dict:
     return {"plan_rel": rel(got, want)}
 
 
+def reload_case() -> dict:
+    """MMPL Model behind a LoRA, loaded again by the next node (as Macro Chain then Content Populator do): the
+    weights after the second load are those of the first."""
+    mmpl = patch(with_lora(load_base(BASE, "fp8_e4m3fn"), True), "tiny_mmpl.safetensors", "object")
+    comfy.model_management.load_models_gpu([mmpl])
+    first = effective_weights(mmpl.model.diffusion_model)
+    comfy.model_management.load_models_gpu([mmpl])
+    second = effective_weights(mmpl.model.diffusion_model)
+    comfy.model_management.unload_all_models()
+    return {"changed": sum(not torch.equal(first[k], second[k]) for k in first)}
+
+
 CASES = {  # base file, weight_dtype, checkpoint, LoRA, load path, the merged weights in the base's format
     "fp32/safetensors/full": (BASE, "default", "tiny_mmpl.safetensors", False, "full", MERGED),
     "fp32/pt/full": (BASE, "default", "tiny_mmpl.pt", False, "full", MERGED),
@@ -199,5 +211,5 @@ CASES = {  # base file, weight_dtype, checkpoint, LoRA, load path, the merged we
 }
 
 with torch.inference_mode():  # as ComfyUI runs every node
-    results = {"swap": swap_case(), **{name: case(*spec) for name, spec in CASES.items()}}
+    results = {"swap": swap_case(), "reload": reload_case(), **{name: case(*spec) for name, spec in CASES.items()}}
 out_path.write_text(json.dumps(results, indent=2))
