@@ -23,7 +23,7 @@ from mmpl_core.text import HashedTextEncoder
 from mmpl_core.vae import build_tiny_vae
 
 SETTINGS = GenerationSettings(seed=1, height=32, width=32, sampler=SamplerConfig(steps=2, guidance=2.0))
-DEMO_PROMPT = "two objects: a red circle and a yellow square bounce over a blue to black gradient"
+DEMO_PROMPT = "two objects: a red circle and a yellow square bounce over a navy to black gradient"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from .protocol import GENERATORS, BenchConfig, VideoSource
 # The variants compared with plain MMPL (today's defaults: no join correction, no noise init).
 VARIANTS = ("mmpl", "mmpl_fix_joins", "mmpl_init_official", "mmpl_init_paper", "mmpl_init_paper_full")
 # scripts/demo.sh's prompt when that script is not at hand (an installed package): the main command's video.
-MAIN_PROMPT = "two objects: a red circle and a yellow square bounce over a blue to black gradient"
+MAIN_PROMPT = "two objects: a red circle and a yellow square bounce over a navy to black gradient"
 COLUMNS = (("seam", "seam ↓"), ("seam_block", "seam vs latent bound. ↓"), ("colour_step", "join ΔE₀₀ step ↓"),
            ("colour_step_max", "largest join step ↓"), ("delta_e_last", "ΔE₀₀ vs S1 @last ↓"),
            ("delta_e_avg", "ΔE₀₀ vs S1, mean ↓"), ("flagged", "joins flagged"))
