@@ -3,19 +3,16 @@ frontend) and a second ComfyUI server that serves that frontend with --front-end
 serves the frontend ComfyUI 0.3.75 brings)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from comfy_fixtures import PACK, PYTHON, REPO, ComfyServer, log_tail, stop_group
+from comfy_fixtures import REPO, ComfyServer, prepare_base_dir, serve
 
 BROWSER_DIR = REPO / ".browser"
 FRONTEND = BROWSER_DIR / "frontend"  # .../static: comfyui-frontend-package's files; .../version: which one
-STARTUP_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="session")
@@ -25,45 +22,33 @@ def browser_install() -> None:
     subprocess.run(["bash", str(REPO / "scripts" / "setup_browser.sh")], check=True)
 
 
+def first_frame(path) -> None:
+    """The I2V template's first frame: an evening sky over the sea (832×480), drawn."""
+    import numpy as np
+    from PIL import Image
+
+    y = np.linspace(0, 1, 480)[:, None, None]
+    sky = np.array([250, 170, 110]) * (1 - y / 0.55) + np.array([90, 60, 120]) * (y / 0.55)
+    sea = np.array([30, 60, 110]) * (1 - (y - 0.55)) + np.array([10, 25, 60]) * (y - 0.55)
+    image = np.where(y < 0.55, sky, sea) * np.ones((1, 832, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(path)
+
+
 @pytest.fixture(scope="session")
 def newest_frontend_server(browser_install, comfy_install, tmp_path_factory) -> Iterator[ComfyServer]:
     """ComfyUI 0.3.75 serving the pinned newer frontend, on its own base directory (ComfyUI empties its temp folder
     when it starts, so it must not share one with `comfy_server`)."""
-    import requests
-    from client import ComfyClient
-    from comfy_fixtures import free_port
+    from models import populate_models
 
-    base = tmp_path_factory.mktemp("comfy_newest_frontend")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / PACK).symlink_to(REPO, target_is_directory=True)
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = base / "server.log"
-    command = [
-        str(PYTHON), str(comfy_install / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-        "--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base),
-        "--database-url", "sqlite:///:memory:", "--front-end-root", str(FRONTEND / "static"),
-    ]
-    start = time.monotonic()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = prepare_base_dir(tmp_path_factory.mktemp("comfy_newest_frontend"))
+    populate_models(base / "models")  # the templates' files are there, as on a user's machine
+    first_frame(base / "input" / "mmpl_first_frame.png")
+    # umT5-XXL has no tiny stand-in (its width is fixed); an empty file under its name lets Load CLIP list it
+    (base / "models" / "text_encoders").mkdir(parents=True, exist_ok=True)
+    (base / "models" / "text_encoders" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors").touch()
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with rc={process.returncode} while starting:\n{log_tail(log_path)}")
-            if time.monotonic() - start > STARTUP_TIMEOUT_S:
-                pytest.fail(f"ComfyUI did not answer within {STARTUP_TIMEOUT_S} s:\n{log_tail(log_path)}")
-            try:
-                if requests.get(url + "/system_stats", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        yield ComfyServer(url, base, log_path, base / "models", ComfyClient(url), time.monotonic() - start)
-    finally:
-        stop_group(process)
-
+        with serve(base, extra_args=("--front-end-root", str(FRONTEND / "static"))) as server:
+            yield server
+    except RuntimeError as err:
+        pytest.fail(str(err))
