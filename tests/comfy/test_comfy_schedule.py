@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from test_comfy_inputs import TEXT
+from test_comfy_inputs import demo_chain
 
 from mmpl_core.plan_store import load_plan
 
@@ -18,20 +18,12 @@ AUTO = "auto (chosen by simulation)"
 
 def chain(name: str, devices: str | None, *, segments: int = 3, seed: int = 31, steps: int = 3, mode="throughput",
           cfg_branches="batched", policy=AUTO, populate="while planning", populator_devices: bool = True) -> dict:
-    """Demo model → Macro Chain (on `devices`, or on the model's own device) → Content Populator → Save Plan."""
-    prompt = {
-        "1": {"class_type": "MMPL_Model", "inputs": {"checkpoint": "demo: MMPL (embedded)", "layout": "auto"}},
-        "2": {"class_type": "MMPL_DemoVAE", "inputs": {}},
-        "3": TEXT, "4": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}},
-        "5": {"class_type": "MMPL_VAEBridge", "inputs": {"vae": ["2", 0], "mode": "vae", "color_anchor": 0.0}},
-        "6": {"class_type": "MMPL_MacroChain", "inputs": {
-            "mmpl_model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "bridge": ["5", 0],
-            "segments": segments, "width": 64, "height": 64, "seed": seed, "steps": steps, "cfg": 3.0, "shift": 3.0,
-            "sampler": "unipc", "populate": populate}},
-        "8": {"class_type": "MMPL_ContentPopulator", "inputs": {"mmpl_model": ["1", 0], "plan": ["6", 0],
-                                                               "segments": "all"}},
-        "9": {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["8", 0], "name": f"mmpl/schedule_{name}"}},
-    }
+    """Demo model → Macro Chain (guided, on `devices`, or on the model's own device) → Content Populator → Save Plan."""
+    prompt = demo_chain(segments, seed, steps)
+    prompt["6"]["inputs"].update(cfg=3.0, sampler="unipc", populate=populate)
+    prompt["8"] = {"class_type": "MMPL_ContentPopulator", "inputs": {"mmpl_model": ["1", 0], "plan": ["6", 0],
+                                                                     "segments": "all"}}
+    prompt["9"] = {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["8", 0], "name": f"mmpl/schedule_{name}"}}
     if devices is not None:
         prompt["7"] = {"class_type": "MMPL_MultiGPUScheduler", "inputs": {
             "devices": devices, "max_parallel": 0, "mode": mode, "cfg_branches": cfg_branches, "policy": policy}}
