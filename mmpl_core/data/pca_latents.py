@@ -178,3 +178,20 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two videos in [-1, 1] (peak-to-peak 2)."""
     mse = (a.float() - b.float()).pow(2).mean().item()
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(4.0 / mse)).item()
+
+
+def fit_world_window_decoder(space: PCALatentSpace, videos: int = 512, frames: int = 33, batch: int = 16
+                             ) -> PCALatentSpace:
+    """`space` with a windowed decoder fitted on `videos` synthetic-world videos of `frames` frames (the demo's recipe:
+    `make_batch(10000 + i, batch, frames)`, i = 0, batch, …; the PCA basis was fitted on the same videos)."""
+    from .synthetic import make_batch
+
+    return space.fit_window_decoder(make_batch(10000 + i, batch, frames)[0] for i in range(0, videos, batch))
+
+
+if __name__ == "__main__":  # python -m mmpl_core.data.pca_latents SPACE.safetensors: add the windowed decoder
+    import sys
+
+    path = Path(sys.argv[1])
+    fit_world_window_decoder(PCALatentSpace.load(path).block_decoder()).save(path)
+    print(f"windowed decoder fitted and saved into {path}")
