@@ -27,3 +27,20 @@ def loss_summary(train_dir: str | Path, tail: int = 10) -> dict:
         "first_loss": round(records[0]["loss"], 4),
         "final_loss": round(sum(r["loss"] for r in last) / len(last), 4),
     }
+
+
+def export_demo(train_root: str | Path, assets: str | Path, modes=("mmpl", "ar")) -> dict:
+    """Both demo DiTs of `train_root`/train-<mode> → `assets`/dit_<mode>.safetensors, and demo.json told how their
+    prompts were encoded (the hashed encoder's bigram context) and which words and word pairs they saw."""
+    from ..data.synthetic import prompt_vocabulary
+
+    assets = Path(assets)
+    summaries = {}
+    for mode in modes:
+        export_dit(Path(train_root) / f"train-{mode}", assets / f"dit_{mode}.safetensors")
+        summaries[mode] = loss_summary(Path(train_root) / f"train-{mode}")
+    card = assets / "demo.json"
+    spec = json.loads(card.read_text())
+    spec.update(text_context=1, vocabulary=list(prompt_vocabulary()))
+    card.write_text(json.dumps(spec, indent=2) + "\n")
+    return summaries
