@@ -125,8 +125,11 @@ def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_i
     for k in shown:
         status.send(k, "done" if k in finished else "planned")
 
-    def started(task, workers):
-        if task.kind == POPULATE and task.segment in shown:
+    populating = set()
+
+    def started(task, workers):  # a segment's head and tail are two tasks: one "populating" per segment
+        if task.kind == POPULATE and task.segment in shown and task.segment not in populating:
+            populating.add(task.segment)
             status.send(task.segment, "populating", ", ".join(names[w] for w in workers))
 
     def saved(k, current):

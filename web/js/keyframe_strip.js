@@ -75,6 +75,7 @@ export class KeyframeStrip {
   setJoins(report) {
     this.joins = new Map((report?.joins ?? []).map((j) => [j.after, j]));
     this.render();
+    this.hooks.changed?.();
   }
 
   joinChip(k) {
@@ -90,10 +91,13 @@ export class KeyframeStrip {
 
   /** The `ui` of an executed node: {mmpl_plan: [plan], mmpl_segments: [...], mmpl_keyframes: [...]}.
    *  statuses: live populate statuses to show ({segment: {status, worker}}, from `saved()`); missing: image files
-   *  the server no longer has (shown as placeholders instead of broken images). */
-  setOutput(output, { statuses = {}, missing = [] } = {}) {
+   *  the server no longer has (shown as placeholders instead of broken images); joins: the plan's join scores
+   *  (from `saved()`; a new plan drops those of the last one). */
+  setOutput(output, { statuses = {}, missing = [], joins = null } = {}) {
     const [plan] = output.mmpl_plan ?? [];
     if (!plan) return;
+    if (joins) this.joins = new Map(joins.map((j) => [j.after, j]));
+    else if (plan.id !== this.planId) this.joins = null;
     const gone = new Set(missing);
     const keyframes = (output.mmpl_keyframes ?? []).map((kf) =>
       (gone.has(kf.filename) || gone.has(kf.thumb) ? { ...kf, filename: null, thumb: null } : kf));
@@ -110,7 +114,8 @@ export class KeyframeStrip {
 
   /** What `setOutput` needs to show this strip again (after a page reload): JSON, saved with the workflow. */
   saved() {
-    return this.output ? { output: this.output, statuses: Object.fromEntries(this.statuses) } : null;
+    if (!this.output) return null;
+    return { output: this.output, statuses: Object.fromEntries(this.statuses), joins: [...(this.joins?.values() ?? [])] };
   }
 
   setStatus(segment, status, worker = "") {

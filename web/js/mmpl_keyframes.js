@@ -78,7 +78,7 @@ async function restoreStrip(node, strip) {
   const version = strip.version;
   const missing = await missingFiles(saved.output.mmpl_keyframes ?? []);
   if (strip.version !== version) return;
-  strip.setOutput(saved.output, { statuses: saved.statuses, missing });
+  strip.setOutput(saved.output, { statuses: saved.statuses, missing, joins: saved.joins });
   fitNode(node, strip.contentSize().width);
 }
 
