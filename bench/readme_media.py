@@ -1,7 +1,9 @@
-"""README media for loops and keyframe targets (issue 19), from the embedded demo model; re-run after retraining:
+"""README media from the embedded demo model; re-run after retraining:
 
     PYTHONPATH=. .venv/bin/python bench/readme_media.py [--out docs] [--threads 1]
 
+- docs/demo.gif and docs/demo_keyframes.png: the main command's video (its prompt, 12 segments, seed 0), its first
+  11 s, 2× upscaled, and the first rows of its keyframe contact sheet (`bash scripts/demo.sh` makes the same video).
 - docs/loop.gif: a planned loop of 3 segments (the prompt of `bash scripts/demo.sh`, seed 0), 2× upscaled; the GIF
   repeats forever, and its last frame runs on into its first. The same as
   `mmpl generate --prompt "..." --segments 3 --loop --out loop.mp4`.
@@ -101,6 +103,18 @@ def loop_gif(pipe, settings, out: Path) -> None:
     print(f"wrote {write_gif(video, out / 'loop.gif', fps=settings.fps, scale=SCALE)}: {len(video)} frames")
 
 
+def demo_media(pipe, settings, out: Path, seconds: float = 11.0, rows: int = 4) -> None:
+    from mmpl_core.keyframes import contact_sheet
+    from mmpl_core.video_io import to_uint8_frames, write_gif
+
+    plan = pipe.populate(pipe.plan(pipe.new_plan([main_command_prompt()], 12, settings)))
+    video = to_uint8_frames(pipe.decode(plan))[: int(seconds * settings.fps)]
+    print(f"wrote {write_gif(video, out / 'demo.gif', fps=settings.fps, scale=SCALE)}: {len(video)} frames")
+    keyframes = [pipe.keyframe_images(plan, k) for k in range(rows)]
+    Image.fromarray(contact_sheet(keyframes, plan.layout, settings.fps, plan.layout.keyframes)).save(
+        out / "demo_keyframes.png")
+
+
 def main(argv=None) -> int:
     from mmpl_core.demo import load_demo_pipeline
     from mmpl_core.plan import GenerationSettings
@@ -115,6 +129,7 @@ def main(argv=None) -> int:
     settings = GenerationSettings(seed=0, height=bundle.size, width=bundle.size, sampler=SamplerConfig(
         steps=bundle.steps, shift=bundle.shift, guidance=bundle.guidance))
     args.out.mkdir(parents=True, exist_ok=True)
+    demo_media(pipe, settings, args.out)
     loop_gif(pipe, settings, args.out)
     keyframe_figure(pipe, settings, args.out)
     print(f"models: {bundle.dit.name} (fingerprint {pipe.fingerprint})")

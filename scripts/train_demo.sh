@@ -3,16 +3,16 @@
 #   1. fit the PCA latent space's windowed decoder and distil a tiny Wan VAE into the latent space (for ComfyUI's
 #      stock Load VAE);
 #   2. train the MMPL DiT (teacher forcing with the mmpl-t2v-13 mask) and the AR baseline (ar-13 mask), with the same
-#      data, seed, budget and recipe: 8192 synthetic clips, 9000 steps of batch 4, AdamW 5e-4 with cosine decay,
+#      data, seed, budget and recipe: 8192 synthetic clips, 8000 steps of batch 4, AdamW 5e-4 with cosine decay,
 #      bf16 autocast, one torch thread each (the two runs share a 2-core CPU);
 #   3. export EMA weights (fp16, Wan/ComfyUI key names) next to demo.json.
-# Budgets: STEPS (default 9000) for both DiTs; each run resumes from its folder under OUT.
+# Budgets: STEPS (default 8000) for both DiTs; each run resumes from its folder under OUT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 PY=.venv/bin/python
-STEPS=${STEPS:-9000}
+STEPS=${STEPS:-8000}
 OUT=${OUT:-build/demo}
 ASSETS=mmpl_core/assets/demo
 mkdir -p "$OUT" "$ASSETS"
