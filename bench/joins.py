@@ -9,22 +9,13 @@ bench/results/joins.json; docs/benchmarks.md quotes them.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from mmpl_core.cli.bench_cmd import add_joins_args, run_joins_command
-from mmpl_core.cli.common import CLIError
+from mmpl_core.cli.bench_cmd import add_joins_args, run_joins_command, script_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_joins_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_joins_command(args)
-    except CLIError as err:
-        print(err.code, file=sys.stderr)
-        return 2
+    return script_main(add_joins_args, run_joins_command, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -11,22 +11,13 @@ build/quality/tables.md. The last line printed is a JSON object with `color_drif
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from mmpl_core.cli.bench_cmd import add_quality_args, run_quality_command
-from mmpl_core.cli.common import CLIError
+from mmpl_core.cli.bench_cmd import add_quality_args, run_quality_command, script_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_quality_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_quality_command(args)
-    except CLIError as err:
-        print(err.code, file=sys.stderr)
-        return 2
+    return script_main(add_quality_args, run_quality_command, __doc__, argv)
 
 
 if __name__ == "__main__":

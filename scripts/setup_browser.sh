@@ -56,20 +56,6 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -m pip download --quiet --no-deps --dest "$WORK" "comfyui-frontend-package==$FRONTEND_VERSION" >&2
 rm -rf "$FRONTEND"
-"$PY" - "$(ls "$WORK"/*.whl)" "$FRONTEND" "$FRONTEND_VERSION" <<'EOF'
-import sys, zipfile
-from pathlib import Path
-
-wheel, target, version = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-prefix = "comfyui_frontend_package/static/"
-with zipfile.ZipFile(wheel) as zf:
-    members = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
-    if not members:
-        sys.exit(f"{wheel} holds no {prefix}")
-    for member in members:
-        path = target / "static" / member.filename[len(prefix):]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(zf.read(member))
-(target / "version").write_text(version + "\n")
-EOF
+"$PY" "$ROOT/scripts/unpack_wheel.py" "$(ls "$WORK"/*.whl)" comfyui_frontend_package/static/ "$FRONTEND/static"
+echo "$FRONTEND_VERSION" > "$FRONTEND/version"
 sha256sum < "${BASH_SOURCE[0]}" > "$STAMP"

