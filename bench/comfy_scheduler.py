@@ -18,26 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "comfy"), str(REPO)]
 
 from comfy_fixtures import prepare_base_dir, serve  # noqa: E402
+from demo_graphs import demo_chain, with_scheduler  # noqa: E402
 
 PROMPT = "two objects: a red circle and a yellow square bounce over a navy to black gradient"
 
 
 def workflow(devices: str, segments: int, steps: int, seed: int) -> dict:
-    text = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": PROMPT}}
-    return {
-        "1": {"class_type": "MMPL_Model", "inputs": {"checkpoint": "demo: MMPL (embedded)", "layout": "auto"}},
-        "2": {"class_type": "MMPL_DemoVAE", "inputs": {}},
-        "3": text, "4": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}},
-        "5": {"class_type": "MMPL_VAEBridge", "inputs": {"vae": ["2", 0], "mode": "vae", "color_anchor": 0.0}},
-        "7": {"class_type": "MMPL_MultiGPUScheduler", "inputs": {
-            "devices": devices, "max_parallel": 0, "mode": "throughput", "cfg_branches": "batched",
-            "policy": "auto (chosen by simulation)"}},
-        "6": {"class_type": "MMPL_MacroChain", "inputs": {
-            "mmpl_model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "bridge": ["5", 0],
-            "segments": segments, "width": 64, "height": 64, "seed": seed, "steps": steps, "cfg": 3.0, "shift": 3.0,
-            "sampler": "unipc", "devices": ["7", 0], "populate": "while planning"}},
-        "9": {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["6", 0], "name": f"mmpl/bench_{devices}"}},
-    }
+    """The demo chain (UniPC, CFG 3) populating while planning on `devices`, and Save Plan (an output node)."""
+    prompt = with_scheduler(demo_chain(segments, seed, steps, text=PROMPT), devices)
+    prompt["6"]["inputs"].update(cfg=3.0, sampler="unipc", populate="while planning")
+    prompt["9"] = {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["6", 0], "name": f"mmpl/bench_{devices}"}}
+    return prompt
 
 
 def main() -> int:

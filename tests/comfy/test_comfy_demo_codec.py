@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_comfy_inputs import demo_chain
+from demo_graphs import demo_chain
 
 from mmpl_core.demo import load_demo_pipeline
 from mmpl_core.plan_store import load_plan

@@ -8,6 +8,7 @@ import io
 
 import pytest
 from client import PromptRejected
+from demo_graphs import DEMO_TEXT, demo_chain
 from models import TINY_I2V, TINY_LORA, TINY_MERGED, TINY_MMPL, TINY_MMPL_PT, TINY_T2V, WRONG_SHAPE
 from PIL import Image
 
@@ -17,7 +18,7 @@ SEGMENT_EVENT = "mmpl.segment"  # the live populate status the nodes send (nodes
 
 pytestmark = pytest.mark.comfy
 
-TEXT = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": "a red circle"}}
+TEXT = {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": DEMO_TEXT}}
 NO_CHECKPOINT = "none (use the model as it is)"
 SAMPLING = {"width": 32, "height": 32, "seed": 0, "steps": 2, "cfg": 1.0, "shift": 3.0, "sampler": "euler"}
 
@@ -95,18 +96,6 @@ def test_validation_errors_name_the_input(comfy_server):
         comfy_server.client.queue(prompt)
     [error] = rejected.value.node_errors["5"]["errors"]
     assert error["type"] == "value_smaller_than_min" and error["extra_info"]["input_name"] == "steps"
-
-
-def demo_chain(segments: int, seed: int, steps: int = 4) -> dict:
-    return {
-        "1": {"class_type": "MMPL_Model", "inputs": {"checkpoint": "demo: MMPL (embedded)", "layout": "auto"}},
-        "2": {"class_type": "MMPL_DemoVAE", "inputs": {}},
-        "3": TEXT, "4": {"class_type": "MMPL_DemoTextEncode", "inputs": {"text": ""}},
-        "5": {"class_type": "MMPL_VAEBridge", "inputs": {"vae": ["2", 0], "mode": "vae", "color_anchor": 0.0}},
-        "6": {"class_type": "MMPL_MacroChain", "inputs": {
-            "mmpl_model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "bridge": ["5", 0],
-            "segments": segments, **SAMPLING, "width": 64, "height": 64, "seed": seed, "steps": steps}},
-    }
 
 
 def with_output(prompt: dict, plan: list) -> dict:

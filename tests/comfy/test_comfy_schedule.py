@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from test_comfy_inputs import demo_chain
+from demo_graphs import demo_chain, with_scheduler
 
 from mmpl_core.plan_store import load_plan
 
@@ -25,9 +25,7 @@ def chain(name: str, devices: str | None, *, segments: int = 3, seed: int = 31, 
                                                                      "segments": "all"}}
     prompt["9"] = {"class_type": "MMPL_SavePlan", "inputs": {"plan": ["8", 0], "name": f"mmpl/schedule_{name}"}}
     if devices is not None:
-        prompt["7"] = {"class_type": "MMPL_MultiGPUScheduler", "inputs": {
-            "devices": devices, "max_parallel": 0, "mode": mode, "cfg_branches": cfg_branches, "policy": policy}}
-        prompt["6"]["inputs"]["devices"] = ["7", 0]
+        with_scheduler(prompt, devices, mode=mode, cfg_branches=cfg_branches, policy=policy)
         if populator_devices:
             prompt["8"]["inputs"]["devices"] = ["7", 0]
     return prompt
