@@ -17,8 +17,8 @@ from comfy_api.latest import io
 from mmpl_core.plan import CFG_BRANCHES, Plan
 from mmpl_core.plan_store import PlanStore
 from mmpl_core.populate import plan_identity
-from mmpl_core.schedule import POLICIES, Engine, run_plan, simulate
-from mmpl_core.schedule.graph import MODES, PLAN, POPULATE, build_graph
+from mmpl_core.schedule import POLICIES, Engine, run_plan
+from mmpl_core.schedule.graph import MODES, POPULATE, build_graph
 from mmpl_core.schedule.thread_pool import ThreadPool
 
 from .comfy_adapters import INTERRUPT, NodeProgress, device_replica
@@ -104,8 +104,7 @@ def worker_engines(model, pipeline, devices: DeviceSet | None) -> tuple[list[Eng
 def plan_steps(plan: Plan, segments=(), replan: bool = True) -> int:
     """Denoising steps the task graph of `plan` holds (a progress bar's total)."""
     graph = build_graph(plan, decode=False, segments=list(segments), replan=replan)
-    steps = plan.settings.sampler.steps
-    return sum(steps * len(t.groups) for t in graph.tasks if t.kind in (PLAN, POPULATE))
+    return sum(graph.denoising_steps(plan.settings.sampler.steps).values())
 
 
 def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_id, *, populate=(), store=None,
@@ -154,15 +153,12 @@ def run_scheduled(model, pipeline, plan: Plan, devices: DeviceSet | None, node_i
         pipeline.on_denoised = None
         for k in sorted(set(shown) - finished):  # cancelled or failed: back to planned
             status.send(k, "planned")
-    return result.plan, schedule_summary(plan, populate, replan, result, names)
+    return result.plan, schedule_summary(result, names)
 
 
-def schedule_summary(plan: Plan, populate, replan: bool, result, names) -> dict:
+def schedule_summary(result, names) -> dict:
     """What a run did, for the node's UI and the benchmark: devices, policy, tasks, the real makespan, and the core
     simulator's makespan for the same graph with the task times this run measured."""
-    graph = build_graph(plan, decode=False, segments=list(populate), replan=replan)
-    split = any(t.splittable for t in graph.tasks)
-    simulated = simulate(graph, result.costs, len(names), result.report.policy, split).makespan if len(graph) else 0.0
     return {"devices": list(names), "policy": result.report.policy, "tasks": len(result.report.records),
-            "makespan": round(result.report.makespan, 3), "simulated": round(simulated, 3),
+            "makespan": round(result.report.makespan, 3), "simulated": round(result.simulated_makespan(), 3),
             "retries": list(result.report.retries)}

@@ -191,7 +191,7 @@ def run_generate(args) -> int:
     pipe, store = build_pipeline(args), _store(args)
     plan = _open_plan(args, pipe, store)
     graph = build_graph(plan)
-    steps = {t.name: plan.settings.sampler.steps * len(t.groups) for t in graph.tasks}
+    steps = graph.denoising_steps(plan.settings.sampler.steps)
     with _progress(sum(steps.values()), "generating") as bar:
         pool = make_pool(args, pipe, on_step=lambda: bar.update(1))
         in_process = not uses_workers(args)

@@ -74,6 +74,10 @@ class TaskGraph:
                 out[d].append(t.name)
         return out
 
+    def denoising_steps(self, steps: int) -> dict[str, int]:
+        """Task → the denoising steps it runs at `steps` per group (0 for bridge and decode): progress bar units."""
+        return {t.name: steps * len(t.groups) for t in self.tasks}
+
     def describe(self) -> str:
         return "\n".join(f"{t.name:<12} ← {', '.join(t.deps) or '—'}" for t in self.tasks)
 

@@ -18,7 +18,7 @@ from .costs import CostModel
 from .graph import BRIDGE, DECODE, PLAN, POPULATE, Task, TaskGraph, build_graph
 from .jobs import Job, JobResult, sparse_plan
 from .policy import Dispatcher
-from .simulate import best_policy
+from .simulate import best_policy, simulate
 
 
 class ScheduleError(RuntimeError):
@@ -52,7 +52,16 @@ class RunResult:
     plan: Plan
     videos: dict[int, np.ndarray]  # segment → its kept pixel frames, uint8 [T, H, W, 3]
     report: RunReport
-    costs: CostModel
+    costs: CostModel  # the priors, updated with every task time this run measured
+    graph: TaskGraph
+    split: bool  # shareable tasks could be shared between two workers
+
+    def simulated_makespan(self) -> float:
+        """The simulator's makespan for this run's graph, worker count and policy, with the task times it measured:
+        what the real makespan is judged against."""
+        if not len(self.graph):
+            return 0.0
+        return simulate(self.graph, self.costs, self.report.workers, self.report.policy, self.split).makespan
 
 
 def run_plan(
@@ -113,7 +122,7 @@ class _Coordinator:
                     self._event(kind, worker, payload)
         finally:
             self.report.makespan = time.perf_counter() - self.t0
-        return RunResult(self.plan, self.videos, self.report, self.costs)
+        return RunResult(self.plan, self.videos, self.report, self.costs, self.graph, self.dispatcher.split)
 
     # --- dispatch ----------------------------------------------------------------------------------------------
     def _dispatch(self, chain_total: int) -> None:
