@@ -24,6 +24,11 @@ from .model.config import WanConfig
 
 PCIE_GBPS = 25.0  # PCIe 4.0 x16, effective host↔device GB/s
 RESERVED_GIB = 2.0  # CUDA context, cuBLAS workspaces and allocator fragmentation: left out of a device's budget
+
+
+def usable_bytes(total_gib: float) -> int:
+    """What a device of `total_gib` GiB has for weights, KV cache and activations (less `RESERVED_GIB`)."""
+    return int((total_gib - RESERVED_GIB) * GIB)
 CPU_TFLOPS = 1.0  # a desktop CPU's 16-bit matmul throughput, for umT5 encoding on the CPU
 TEXT_TOKENS = 512  # umT5 encodes the prompt padded to 512 tokens
 
@@ -135,8 +140,7 @@ def placement_cost(cfg, layout, height, width, placement, budget_gib, device, *,
         prompts = 1 if guidance == 1.0 else 2
         text_params = memory_kwargs.get("text_encoder_params", UMT5_XXL_PARAMS)
         seconds += 2 * text_params * TEXT_TOKENS * prompts / (CPU_TFLOPS * 1e12)
-    budget = int((budget_gib - RESERVED_GIB) * GIB)
-    return PlacementCost(placement, memory, budget, seconds, flop_seconds, moved)
+    return PlacementCost(placement, memory, usable_bytes(budget_gib), seconds, flop_seconds, moved)
 
 
 CHOICES = {"weight_dtype": ("compute", "float8_e4m3fn"), "kv_cache": ("device", "cpu"),

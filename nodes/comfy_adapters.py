@@ -18,8 +18,9 @@ import latent_preview
 from comfy_api.latest import InputImpl, Types
 
 from mmpl_core.checkpoints import infer_config
-from mmpl_core.memory import device_bytes_beyond_weights
+from mmpl_core.memory import GIB, device_bytes_beyond_weights
 from mmpl_core.pipeline import MMPLPipeline
+from mmpl_core.placement import usable_bytes
 from mmpl_core.prompt_bank import PromptBank
 
 from .types import MMPLModelInfo
@@ -240,9 +241,10 @@ def sampling_memory(model: MMPLModelInfo, settings, role: str) -> tuple[str, int
     """(KV cache placement, bytes MMPL needs on the device beyond the weights) for a run of `role` ("plan",
     "populate" or "segment") with the plan's `settings`: the KV cache in that placement, the prompt's text K/V and
     the largest chunk's activations (`mmpl_core.memory.device_bytes_beyond_weights`). "auto" keeps the cache on
-    the device when the weights and all of that fit in 90 % of its memory, else in CPU memory."""
+    the device when the weights and all of that fit its memory less the estimator's reserve (`usable_bytes`, as
+    `mmpl --kv-cache auto` decides), else in CPU memory."""
     net = model.patcher.model.diffusion_model
-    cfg = infer_config({k: p for k, p in wan_parameters(net).items()})
+    cfg = infer_config(wan_parameters(net))
     nbytes = torch.finfo(compute_dtype(model.patcher)).bits // 8
     args = dict(role=role, guidance=settings.sampler.guidance, kv_dtype=settings.kv_dtype,
                 cfg_branches=settings.cfg_branches, nbytes=nbytes)
@@ -251,8 +253,8 @@ def sampling_memory(model: MMPLModelInfo, settings, role: str) -> tuple[str, int
         device = model.patcher.load_device
         on_device = device_bytes_beyond_weights(cfg, model.layout, settings.height, settings.width, kv_cache="device",
                                                 **args)
-        fits = device.type != "cuda" or (model.patcher.model_size() + on_device
-                                         <= 0.9 * comfy.model_management.get_total_memory(device))
+        total_gib = comfy.model_management.get_total_memory(device) / GIB
+        fits = device.type != "cuda" or model.patcher.model_size() + on_device <= usable_bytes(total_gib)
         placement = "device" if fits else "cpu"
     extra = device_bytes_beyond_weights(cfg, model.layout, settings.height, settings.width, kv_cache=placement, **args)
     return placement, extra
